@@ -1,0 +1,1 @@
+"""HTTP routes: one thin module per capability; errors mapped in one place."""

@@ -1,0 +1,313 @@
+"""Registry routes under /api/v1: models, versions, artifacts, aliases, lineage."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import anyio.to_thread
+import orjson
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.requests import ClientDisconnect
+
+from modelplane.api.deps import actor, registry, tenant
+from modelplane.api.upload import read_upload
+from modelplane.errors import BadRequest, InvalidInput, NotFound, PayloadTooLarge
+from modelplane.registry.names import check_alias, check_name, parse_ref, parse_selector
+from modelplane.registry.schemas import Alias, AliasEvent, Lineage, Model, Version
+from modelplane.registry.service import RegistryService, check_tags, parse_meta
+
+router = APIRouter(prefix="/api/v1", tags=["registry"])
+
+Svc = Annotated[RegistryService, Depends(registry)]
+Tenant = Annotated[str, Depends(tenant)]
+Actor = Annotated[str, Depends(actor)]
+Limit = Annotated[int, Query(ge=1, le=1000)]
+Token = Annotated[str | None, Query(max_length=512)]
+
+
+def _name(name: str) -> str:
+    return check_name(name, "model name")
+
+
+def _valid(fn: Any) -> Any:
+    """Run a checker as a pydantic validator (InvalidInput → a field error)."""
+
+    def run(cls: Any, v: Any) -> Any:
+        try:
+            return fn(v) if v is not None else v
+        except InvalidInput as exc:
+            raise ValueError(exc.message) from exc
+
+    return run
+
+
+class ModelCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    description: str = Field(default="", max_length=10_000)
+    task: str = Field(default="", max_length=64)
+    tags: dict[str, str] = Field(default_factory=dict)
+    _n = field_validator("name")(classmethod(_valid(_name)))
+    _t = field_validator("tags")(check_tags)
+
+
+class ModelUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    description: str | None = Field(default=None, max_length=10_000)
+    task: str | None = Field(default=None, max_length=64)
+    tags: dict[str, str] | None = None
+    remove_tags: list[str] | None = None
+    _t = field_validator("tags")(classmethod(_valid(check_tags)))
+
+
+class VersionUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    metrics: dict[str, float] | None = None
+    tags: dict[str, str] | None = None
+    remove_tags: list[str] | None = None
+    description: str | None = Field(default=None, max_length=10_000)
+    _t = field_validator("tags")(classmethod(_valid(check_tags)))
+
+
+class AliasSet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: int = Field(ge=1)
+
+
+class ModelPage(BaseModel):
+    models: list[Model]
+    next_page_token: str | None
+
+
+class VersionPage(BaseModel):
+    versions: list[Version]
+    next_page_token: str | None
+
+
+class AliasList(BaseModel):
+    aliases: list[Alias]
+
+
+class AliasHistory(BaseModel):
+    events: list[AliasEvent]
+    next_page_token: str | None
+
+
+# -- models ------------------------------------------------------------------
+@router.post("/models", status_code=201)
+def create_model(body: ModelCreate, svc: Svc, t: Tenant) -> Model:
+    return svc.store.create_model(t, body.name, body.description, body.task, body.tags)
+
+
+@router.get("/models")
+def list_models(
+    svc: Svc,
+    t: Tenant,
+    prefix: Annotated[str, Query(max_length=128)] = "",
+    tag: Annotated[str | None, Query(max_length=1100)] = None,
+    task: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Limit = 100,
+    page_token: Token = None,
+) -> ModelPage:
+    items, token = svc.store.list_models(
+        t, prefix=prefix, tag=tag, task=task, limit=limit, page_token=page_token
+    )
+    return ModelPage(models=items, next_page_token=token)
+
+
+@router.get("/models/{name}")
+def get_model(name: str, svc: Svc, t: Tenant) -> Model:
+    return svc.store.get_model(t, _name(name))
+
+
+@router.patch("/models/{name}")
+def update_model(name: str, body: ModelUpdate, svc: Svc, t: Tenant) -> Model:
+    return svc.store.update_model(
+        t, _name(name), description=body.description, task=body.task,
+        tags=body.tags, remove_tags=body.remove_tags,
+    )  # fmt: skip
+
+
+@router.delete("/models/{name}", status_code=204)
+def delete_model(name: str, svc: Svc, t: Tenant) -> Response:
+    svc.store.delete_model(t, _name(name))
+    return Response(status_code=204)
+
+
+# -- versions ----------------------------------------------------------------
+@router.post(
+    "/models/{name}/versions",
+    status_code=201,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {
+                            "file": {"type": "string", "format": "binary"},
+                            "metadata": {"type": "string", "description": "JSON object"},
+                            "format": {"type": "string"},
+                            "packaging": {"type": "string", "enum": ["file", "tar", "zip"]},
+                            "description": {"type": "string"},
+                        },
+                    }
+                }
+            },
+        }
+    },
+)
+async def upload_version(name: str, request: Request, svc: Svc, t: Tenant, who: Actor) -> Version:
+    """Upload an artifact (multipart: ``file`` plus ``metadata`` JSON and/or plain fields)."""
+    _name(name)
+    limit = svc.settings.max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit + svc.settings.max_json_bytes:
+        raise PayloadTooLarge(f"upload of {declared} bytes exceeds the limit of {limit} bytes")
+    await anyio.to_thread.run_sync(svc.store.get_model, t, name)
+    try:
+        up = await read_upload(
+            request.headers.get("content-type", ""),
+            request.stream(),
+            svc.new_writer,
+            svc.settings.max_json_bytes,
+        )
+    except ClientDisconnect:
+        return Response(status_code=400)
+    writer = up.writer
+    if writer is None:
+        raise InvalidInput("no artifact: send the file as a multipart part named 'file'")
+    try:
+        fields: dict[str, Any] = {}
+        if "metadata" in up.fields:
+            try:
+                fields = orjson.loads(up.fields.pop("metadata"))
+            except orjson.JSONDecodeError as exc:
+                raise BadRequest(f"metadata is not valid JSON: {exc}") from exc
+            if not isinstance(fields, dict):
+                raise InvalidInput("metadata must be a JSON object")
+        for key, value in up.fields.items():
+            if key in fields:
+                raise InvalidInput(f"{key!r} given both in metadata and as a form field")
+            fields[key] = value
+        meta = parse_meta(fields)
+    except BaseException:
+        writer.abort()
+        raise
+    return await anyio.to_thread.run_sync(
+        svc.finish_upload, t, name, writer, up.filename, meta, who
+    )
+
+
+@router.get("/models/{name}/versions")
+def list_versions(
+    name: str,
+    svc: Svc,
+    t: Tenant,
+    tag: Annotated[str | None, Query(max_length=1100)] = None,
+    order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
+    limit: Limit = 100,
+    page_token: Token = None,
+) -> VersionPage:
+    items, token = svc.store.list_versions(
+        t, _name(name), tag=tag, limit=limit, page_token=page_token, descending=order == "desc"
+    )
+    return VersionPage(versions=items, next_page_token=token)
+
+
+@router.get("/models/{name}/versions/{version}")
+def get_version(name: str, version: str, svc: Svc, t: Tenant) -> Version:
+    """``version`` is a number, an alias or ``latest``."""
+    return svc.store.get_version(t, parse_selector(name, version))
+
+
+@router.patch("/models/{name}/versions/{version}")
+def update_version(name: str, version: str, body: VersionUpdate, svc: Svc, t: Tenant) -> Version:
+    return svc.store.update_version(
+        t, parse_selector(name, version), metrics=body.metrics, tags=body.tags,
+        remove_tags=body.remove_tags, description=body.description,
+    )  # fmt: skip
+
+
+@router.delete("/models/{name}/versions/{version}", status_code=204)
+def delete_version(name: str, version: int, svc: Svc, t: Tenant) -> Response:
+    svc.store.delete_version(t, _name(name), version)
+    return Response(status_code=204)
+
+
+@router.get("/models/{name}/versions/{version}/artifact", response_model=None)
+def download_artifact(
+    name: str, version: str, request: Request, svc: Svc, t: Tenant
+) -> Response | FileResponse:
+    """Stream the artifact; ``ETag`` is its sha256, ``Range`` and ``If-None-Match`` honoured."""
+    v, path = svc.artifact_path(t, parse_selector(name, version))
+    etag = f'"{v.artifact.sha256}"'
+    headers = {"ETag": etag, "Cache-Control": "private, max-age=31536000, immutable"}
+    inm = request.headers.get("if-none-match")
+    if inm and (inm.strip() == "*" or etag in [x.strip() for x in inm.split(",")]):
+        return Response(status_code=304, headers=headers)
+    filename = f"{v.model}-v{v.version}-{v.artifact.filename}"
+    return FileResponse(
+        path, media_type="application/octet-stream", filename=filename, headers=headers
+    )
+
+
+@router.get("/models/{name}/versions/{version}/lineage")
+def version_lineage(name: str, version: str, svc: Svc, t: Tenant) -> Lineage:
+    return svc.store.lineage(t, parse_selector(name, version))
+
+
+@router.get("/resolve/{ref}")
+def resolve(ref: str, svc: Svc, t: Tenant) -> Version:
+    """Resolve ``name``, ``name@3`` or ``name@alias`` to a version."""
+    return svc.store.get_version(t, parse_ref(ref))
+
+
+# -- aliases -----------------------------------------------------------------
+@router.get("/models/{name}/aliases")
+def list_aliases(name: str, svc: Svc, t: Tenant) -> AliasList:
+    return AliasList(aliases=svc.store.list_aliases(t, _name(name)))
+
+
+@router.put("/models/{name}/aliases/{alias}")
+def set_alias(name: str, alias: str, body: AliasSet, svc: Svc, t: Tenant, who: Actor) -> Alias:
+    return svc.store.set_alias(t, _name(name), check_alias(alias), body.version, who)
+
+
+@router.get("/models/{name}/aliases/{alias}")
+def get_alias(name: str, alias: str, svc: Svc, t: Tenant) -> Alias:
+    check_alias(alias)
+    for a in svc.store.list_aliases(t, _name(name)):
+        if a.alias == alias:
+            return a
+    raise NotFound(f"alias {alias!r} of model {name!r} not found")
+
+
+@router.delete("/models/{name}/aliases/{alias}", status_code=204)
+def delete_alias(name: str, alias: str, svc: Svc, t: Tenant, who: Actor) -> Response:
+    svc.store.delete_alias(t, _name(name), check_alias(alias), who)
+    return Response(status_code=204)
+
+
+@router.post("/models/{name}/aliases/{alias}/rollback")
+def rollback_alias(name: str, alias: str, svc: Svc, t: Tenant, who: Actor) -> Alias:
+    return svc.store.rollback_alias(t, _name(name), check_alias(alias), who)
+
+
+@router.get("/models/{name}/alias-history")
+def alias_history(
+    name: str,
+    svc: Svc,
+    t: Tenant,
+    alias: Annotated[str | None, Query(max_length=128)] = None,
+    limit: Limit = 100,
+    page_token: Token = None,
+) -> AliasHistory:
+    events, token = svc.store.alias_history(
+        t, _name(name), alias, limit=limit, page_token=page_token
+    )
+    return AliasHistory(events=events, next_page_token=token)

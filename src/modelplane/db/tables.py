@@ -1,0 +1,6 @@
+"""Imports every table module so ``metadata`` is complete (used by Alembic)."""
+
+from modelplane.db.base import Base
+from modelplane.registry import tables as _registry_tables  # noqa: F401
+
+metadata = Base.metadata

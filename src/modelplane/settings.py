@@ -1,0 +1,43 @@
+"""Settings, read once at the entry point (app factory or CLI) and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of a modelplane server; environment variables use the ``MODELPLANE_`` prefix."""
+
+    model_config = SettingsConfigDict(env_prefix="MODELPLANE_", extra="ignore")
+
+    data_dir: Path = Field(default=Path(".modelplane"), description="Root of local state.")
+    database_url: str = Field(default="", description="SQLAlchemy URL; default SQLite in data_dir.")
+    store_url: str = Field(default="", description="Artifact store; default data_dir/artifacts.")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    log_level: str = "info"
+    max_upload_bytes: int = Field(default=10 * 1024**3, gt=0)
+    max_unpacked_bytes: int = Field(default=40 * 1024**3, gt=0, description="Archive contents cap.")
+    max_archive_members: int = Field(default=100_000, gt=0)
+    max_json_bytes: int = Field(default=1024**2, gt=0, description="Cap on JSON metadata bodies.")
+    blob_gc_grace_seconds: float = Field(default=3600.0, ge=0)
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'modelplane.db').resolve()}"
+
+    def resolved_store_path(self) -> Path:
+        url = self.store_url
+        if not url:
+            return (self.data_dir / "artifacts").resolve()
+        if url.startswith("file://"):
+            return Path(url.removeprefix("file://")).resolve()
+        if "://" in url:
+            raise ValueError(
+                f"MODELPLANE_STORE_URL {url!r}: only local folders (file://…) are supported so far"
+            )
+        return Path(url).resolve()
