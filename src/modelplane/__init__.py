@@ -15,7 +15,7 @@ __all__ = ["Client", "__version__"]
 def __getattr__(name: str) -> Any:
     # The SDK is imported lazily so that server modules do not pay for it.
     if name == "Client":
-        from modelplane.client import Client  # noqa: PLC0415
+        from modelplane.client import Client
 
         return Client
     raise AttributeError(name)

@@ -49,3 +49,46 @@ class Unavailable(ModelplaneError):
     def __init__(self, message: str, retry_after: int = 1) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class Unauthorized(ModelplaneError):
+    status = 401
+
+
+class Forbidden(ModelplaneError):
+    status = 403
+
+
+class RateLimited(ModelplaneError):
+    status = 429
+
+
+class DeadlineExceeded(ModelplaneError):
+    status = 504
+
+
+_BY_STATUS: dict[int, type[ModelplaneError]] = {
+    cls.status: cls
+    for cls in (
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+        PayloadTooLarge,
+        InvalidInput,
+        RateLimited,
+        Unavailable,
+        DeadlineExceeded,
+    )
+}
+
+
+def error_for_status(status: int, message: str) -> ModelplaneError:
+    """The domain error for an HTTP status (used by the SDK to re-raise server errors)."""
+    cls = _BY_STATUS.get(status)
+    if cls is None:
+        err = ModelplaneError(message)
+        err.status = status
+        return err
+    return cls(message)

@@ -14,7 +14,9 @@ from modelplane.errors import ModelplaneError, Unavailable
 log = logging.getLogger("modelplane.api")
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 

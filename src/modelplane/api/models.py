@@ -8,15 +8,15 @@ import anyio.to_thread
 import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.requests import ClientDisconnect
 
 from modelplane.api.deps import actor, registry, tenant
 from modelplane.api.upload import read_upload
 from modelplane.errors import BadRequest, InvalidInput, NotFound, PayloadTooLarge
 from modelplane.registry.names import check_alias, check_name, parse_ref, parse_selector
-from modelplane.registry.schemas import Alias, AliasEvent, Lineage, Model, Version
-from modelplane.registry.service import RegistryService, check_tags, parse_meta
+from modelplane.registry.service import RegistryService, Tags, parse_meta
+from modelplane.schemas.registry import Alias, AliasEvent, Lineage, Model, Version
 
 router = APIRouter(prefix="/api/v1", tags=["registry"])
 
@@ -31,44 +31,38 @@ def _name(name: str) -> str:
     return check_name(name, "model name")
 
 
-def _valid(fn: Any) -> Any:
-    """Run a checker as a pydantic validator (InvalidInput → a field error)."""
+def _name_field(name: str) -> str:
+    try:
+        return _name(name)
+    except InvalidInput as exc:
+        raise ValueError(exc.message) from exc
 
-    def run(cls: Any, v: Any) -> Any:
-        try:
-            return fn(v) if v is not None else v
-        except InvalidInput as exc:
-            raise ValueError(exc.message) from exc
 
-    return run
+ModelName = Annotated[str, AfterValidator(_name_field)]
 
 
 class ModelCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str
+    name: ModelName
     description: str = Field(default="", max_length=10_000)
     task: str = Field(default="", max_length=64)
-    tags: dict[str, str] = Field(default_factory=dict)
-    _n = field_validator("name")(classmethod(_valid(_name)))
-    _t = field_validator("tags")(check_tags)
+    tags: Tags = Field(default_factory=dict)
 
 
 class ModelUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     description: str | None = Field(default=None, max_length=10_000)
     task: str | None = Field(default=None, max_length=64)
-    tags: dict[str, str] | None = None
+    tags: Tags | None = None
     remove_tags: list[str] | None = None
-    _t = field_validator("tags")(classmethod(_valid(check_tags)))
 
 
 class VersionUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     metrics: dict[str, float] | None = None
-    tags: dict[str, str] | None = None
+    tags: Tags | None = None
     remove_tags: list[str] | None = None
     description: str | None = Field(default=None, max_length=10_000)
-    _t = field_validator("tags")(classmethod(_valid(check_tags)))
 
 
 class AliasSet(BaseModel):
@@ -125,9 +119,13 @@ def get_model(name: str, svc: Svc, t: Tenant) -> Model:
 @router.patch("/models/{name}")
 def update_model(name: str, body: ModelUpdate, svc: Svc, t: Tenant) -> Model:
     return svc.store.update_model(
-        t, _name(name), description=body.description, task=body.task,
-        tags=body.tags, remove_tags=body.remove_tags,
-    )  # fmt: skip
+        t,
+        _name(name),
+        description=body.description,
+        task=body.task,
+        tags=body.tags,
+        remove_tags=body.remove_tags,
+    )
 
 
 @router.delete("/models/{name}", status_code=204)
@@ -176,8 +174,8 @@ async def upload_version(name: str, request: Request, svc: Svc, t: Tenant, who: 
             svc.new_writer,
             svc.settings.max_json_bytes,
         )
-    except ClientDisconnect:
-        return Response(status_code=400)
+    except ClientDisconnect as exc:
+        raise BadRequest("client disconnected during the upload") from exc
     writer = up.writer
     if writer is None:
         raise InvalidInput("no artifact: send the file as a multipart part named 'file'")
@@ -228,9 +226,13 @@ def get_version(name: str, version: str, svc: Svc, t: Tenant) -> Version:
 @router.patch("/models/{name}/versions/{version}")
 def update_version(name: str, version: str, body: VersionUpdate, svc: Svc, t: Tenant) -> Version:
     return svc.store.update_version(
-        t, parse_selector(name, version), metrics=body.metrics, tags=body.tags,
-        remove_tags=body.remove_tags, description=body.description,
-    )  # fmt: skip
+        t,
+        parse_selector(name, version),
+        metrics=body.metrics,
+        tags=body.tags,
+        remove_tags=body.remove_tags,
+        description=body.description,
+    )
 
 
 @router.delete("/models/{name}/versions/{version}", status_code=204)

@@ -12,11 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from modelplane.errors import InvalidInput
-from modelplane.registry.schemas import FORMATS, Signature, TensorSpec
+from modelplane.schemas.registry import FORMATS, Signature, TensorSpec
 from modelplane.storage.archives import ArchiveInfo
 
-_ZIP_FORMATS = {"skops": "a skops file", "torchscript": "a TorchScript archive",
-                "torch_export": "a torch.export (.pt2) archive"}  # fmt: skip
+_ZIP_FORMATS = {
+    "skops": "a skops file",
+    "torchscript": "a TorchScript archive",
+    "torch_export": "a torch.export (.pt2) archive",
+}
 
 
 def check_format(fmt: str) -> str:
@@ -64,17 +67,17 @@ def _onnx_bytes(packaging: str, path: Path, archive: ArchiveInfo | None) -> byte
 
 
 def _onnx_signature(data: bytes) -> Signature:
-    import onnx  # noqa: PLC0415 - heavy, only needed for ONNX uploads
+    import onnx
 
     try:
         model = onnx.load_model_from_string(data)
-    except Exception as exc:  # noqa: BLE001 - protobuf raises several types
+    except Exception as exc:
         raise InvalidInput(f"artifact is not a valid ONNX model: {exc}") from exc
     if not model.graph.node and not model.graph.output:
         raise InvalidInput("artifact is not a valid ONNX model: the graph is empty")
     try:
         onnx.checker.check_model(model)
-    except Exception as exc:  # noqa: BLE001 - onnx raises ValidationError and others
+    except Exception as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InvalidInput(f"artifact is not a valid ONNX model: {msg}") from exc
     initializers = {init.name for init in model.graph.initializer}
@@ -85,7 +88,7 @@ def _onnx_signature(data: bytes) -> Signature:
 
 
 def _spec(value: Any) -> TensorSpec:
-    import onnx  # noqa: PLC0415
+    import onnx
 
     tensor = value.type.tensor_type
     try:

@@ -2,7 +2,7 @@
 
 A reference is ``name`` (latest version), ``name@3`` (version 3) or
 ``name@alias``. Names are checked on the decoded string, so percent-encoded or
-unicode look-alike tricks (``%2e%2e``, fullwidth dots, ``／``) never match.
+unicode look-alike tricks (``%2e%2e``, fullwidth dots or slashes) never match.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ LATEST = "latest"
 def check_name(value: str, what: str = "name") -> str:
     if not _NAME.fullmatch(value) or ".." in value:
         raise InvalidInput(
-            f"invalid {what} {value!r}: use 1-128 lowercase ASCII letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit, and no '..'"
+            f"invalid {what} {value!r}: use 1-128 lowercase ASCII letters, digits, '.', '_' or '-',"
+            " starting with a letter or digit, and no '..'"
         )
     return value
 

@@ -10,15 +10,15 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from modelplane.errors import InvalidInput
 from modelplane.registry.inspect import check_format, inspect_artifact
 from modelplane.registry.names import ModelRef, check_name, parse_ref
-from modelplane.registry.schemas import Artifact, NewVersion, Signature, Version
 from modelplane.registry.store import RegistryStore
+from modelplane.schemas.registry import Artifact, NewVersion, Signature, Version
 from modelplane.settings import Settings
 from modelplane.storage.archives import (
     PACKAGINGS,
@@ -41,6 +41,9 @@ def check_tags(tags: dict[str, str]) -> dict[str, str]:
     return tags
 
 
+Tags = Annotated[dict[str, str], AfterValidator(check_tags)]
+
+
 class VersionMeta(BaseModel):
     """Metadata sent with an upload (the ``metadata`` JSON field, or plain form fields)."""
 
@@ -51,12 +54,10 @@ class VersionMeta(BaseModel):
     signature: Signature | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, float] = Field(default_factory=dict)
-    tags: dict[str, str] = Field(default_factory=dict)
+    tags: Tags = Field(default_factory=dict)
     description: str = Field(default="", max_length=10_000)
     parents: list[str] = Field(default_factory=list, max_length=100)
     source: dict[str, Any] = Field(default_factory=dict)
-
-    _tags = field_validator("tags")(check_tags)
 
     @field_validator("format")
     @classmethod

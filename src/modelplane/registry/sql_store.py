@@ -15,7 +15,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from modelplane.db import utcnow, writer
 from modelplane.errors import BadRequest, Conflict, NotFound
 from modelplane.registry.names import ModelRef, parse_ref
-from modelplane.registry.schemas import (
+from modelplane.registry.store import RegistryStore
+from modelplane.registry.tables import AliasEventRow, AliasRow, ModelRow, ParentLink, VersionRow
+from modelplane.schemas.registry import (
     Alias,
     AliasEvent,
     Artifact,
@@ -26,8 +28,6 @@ from modelplane.registry.schemas import (
     Signature,
     Version,
 )
-from modelplane.registry.store import RegistryStore
-from modelplane.registry.tables import AliasEventRow, AliasRow, ModelRow, ParentLink, VersionRow
 
 
 def encode_token(key: Any) -> str:
@@ -106,7 +106,9 @@ class SqlRegistryStore(RegistryStore):
             raise NotFound(missing)
         return model, row
 
-    def _to_versions(self, s: Session, model: ModelRow, rows: Sequence[VersionRow]) -> list[Version]:
+    def _to_versions(
+        self, s: Session, model: ModelRow, rows: Sequence[VersionRow]
+    ) -> list[Version]:
         ids = [r.id for r in rows]
         parents: dict[int, list[str]] = {i: [] for i in ids}
         aliases: dict[int, list[str]] = {i: [] for i in ids}
@@ -343,7 +345,7 @@ class SqlRegistryStore(RegistryStore):
 
     def delete_version(self, tenant: str, model: str, number: int) -> None:
         with self._tx() as s:
-            mrow, row = self._version_row(s, tenant, ModelRef(model, version=number))
+            _, row = self._version_row(s, tenant, ModelRef(model, version=number))
             held = s.scalars(select(AliasRow.name).where(AliasRow.version_id == row.id)).all()
             if held:
                 raise Conflict(
@@ -357,17 +359,30 @@ class SqlRegistryStore(RegistryStore):
         return Alias(model=model.name, alias=row.name, version=number, updated_at=row.updated_at)
 
     def _record(
-        self, s: Session, model: ModelRow, alias: str, action: str,
-        old: int | None, new: int | None, actor: str,
-    ) -> None:  # fmt: skip
+        self,
+        s: Session,
+        model: ModelRow,
+        alias: str,
+        action: str,
+        old: int | None,
+        new: int | None,
+        actor: str,
+    ) -> None:
         s.add(
             AliasEventRow(
-                model_id=model.id, alias=alias, action=action,
-                from_version=old, to_version=new, actor=actor, at=utcnow(),
+                model_id=model.id,
+                alias=alias,
+                action=action,
+                from_version=old,
+                to_version=new,
+                actor=actor,
+                at=utcnow(),
             )
-        )  # fmt: skip
+        )
 
-    def _current(self, s: Session, model: ModelRow, alias: str) -> tuple[AliasRow | None, int | None]:
+    def _current(
+        self, s: Session, model: ModelRow, alias: str
+    ) -> tuple[AliasRow | None, int | None]:
         row = s.get(AliasRow, (model.id, alias))
         if row is None:
             return None, None
@@ -385,7 +400,9 @@ class SqlRegistryStore(RegistryStore):
         else:
             row.version_id = target.id
             row.updated_at = now
-        self._record(s, model, alias, action or ("set" if old is None else "move"), old, number, actor)
+        self._record(
+            s, model, alias, action or ("set" if old is None else "move"), old, number, actor
+        )
         s.flush()
         return self._alias_out(model, row, number)
 
@@ -459,11 +476,17 @@ class SqlRegistryStore(RegistryStore):
             rows = s.scalars(q.order_by(AliasEventRow.id.desc()).limit(limit + 1)).all()
         items = [
             AliasEvent(
-                id=r.id, model=mrow.name, alias=r.alias, action=r.action,
-                from_version=r.from_version, to_version=r.to_version, actor=r.actor, at=r.at,
+                id=r.id,
+                model=mrow.name,
+                alias=r.alias,
+                action=r.action,
+                from_version=r.from_version,
+                to_version=r.to_version,
+                actor=r.actor,
+                at=r.at,
             )
             for r in rows[:limit]
-        ]  # fmt: skip
+        ]
         return items, (encode_token(items[-1].id) if len(rows) > limit else None)
 
     # -- lineage -------------------------------------------------------------

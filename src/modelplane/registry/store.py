@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 
 from modelplane.registry.names import ModelRef
-from modelplane.registry.schemas import Alias, AliasEvent, Lineage, Model, NewVersion, Version
+from modelplane.schemas.registry import Alias, AliasEvent, Lineage, Model, NewVersion, Version
 
 
 class RegistryStore(abc.ABC):

@@ -1,0 +1,44 @@
+# Every pip call goes through constraints.txt (torch==2.13.0, the CPU wheel).
+PY      ?= python3.11
+VENV    := .venv
+BIN     := $(VENV)/bin
+PIP     := $(BIN)/pip install -q -c constraints.txt
+STAMP   := $(VENV)/.stamp-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
+HOST    ?= 127.0.0.1
+PORT    ?= 8080
+PYTEST  := $(BIN)/pytest -n 2 --dist loadgroup
+
+.PHONY: run install dev test test-fast lint bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml constraints.txt
+	$(PIP) -e '.[dev]'
+	rm -f $(VENV)/.stamp-*; touch $(STAMP)
+
+install: $(STAMP)
+
+## make run: install and serve on 127.0.0.1:8080 with SQLite + ./.modelplane, example model included
+run: install
+	$(BIN)/modelplane serve --host $(HOST) --port $(PORT) --example
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+## make test: lint + the whole suite (CI runs this)
+test: lint
+	$(PYTEST)
+
+## make test-fast: everything but the slow end-to-end tests
+test-fast: install
+	$(PYTEST) -m "not slow"
+
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .modelplane .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,280 @@
+"""HTTP client for the management API. Errors come back as ``modelplane.errors`` classes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import httpx
+from pydantic import BaseModel
+
+from modelplane.client.packing import pack_directory
+from modelplane.errors import ModelplaneError, error_for_status
+from modelplane.schemas.registry import Alias, AliasEvent, Lineage, Model, Version
+
+Progress = Callable[[int, int], None]  # (bytes done, bytes total)
+T = TypeVar("T", bound=BaseModel)
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+class _ProgressReader:
+    """File wrapper that reports how much of it httpx has read (for upload progress)."""
+
+    def __init__(self, fh: IO[bytes], total: int, progress: Progress | None) -> None:
+        self._fh, self._total, self._progress, self._done = fh, total, progress, 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._fh.read(size)
+        self._done += len(data)
+        if self._progress:
+            self._progress(self._done, self._total)
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fh, name)
+
+
+def _split_ref(ref: str) -> tuple[str, str]:
+    model, _, selector = ref.partition("@")
+    return model, selector or "latest"
+
+
+class Client:
+    """``Client(url)``; also reads ``MODELPLANE_URL`` and ``MODELPLANE_API_KEY``."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        url = url or os.environ.get("MODELPLANE_URL") or DEFAULT_URL
+        api_key = api_key or os.environ.get("MODELPLANE_API_KEY")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.url, headers=headers, timeout=timeout, transport=transport
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # -- plumbing ------------------------------------------------------------
+    @staticmethod
+    def _check(resp: httpx.Response) -> httpx.Response:
+        if resp.is_success or resp.status_code == 304:
+            return resp
+        try:
+            message = resp.json().get("error") or resp.text
+        except (ValueError, AttributeError):
+            message = resp.text or resp.reason_phrase
+        raise error_for_status(resp.status_code, str(message))
+
+    def _call(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        return self._check(self._http.request(method, f"/api/v1{path}", **kw))
+
+    def _get(self, cls: type[T], method: str, path: str, **kw: Any) -> T:
+        return cls.model_validate(self._call(method, path, **kw).json())
+
+    def _pages(self, path: str, key: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        params = {k: v for k, v in params.items() if v is not None}
+        while True:
+            body = self._call("GET", path, params=params).json()
+            yield from body[key]
+            if not body.get("next_page_token"):
+                return
+            params["page_token"] = body["next_page_token"]
+
+    def health(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._check(self._http.get("/healthz")).json()
+        return result
+
+    # -- models --------------------------------------------------------------
+    def create_model(
+        self, name: str, description: str = "", task: str = "", tags: dict[str, str] | None = None
+    ) -> Model:
+        body = {"name": name, "description": description, "task": task, "tags": tags or {}}
+        return self._get(Model, "POST", "/models", json=body)
+
+    def get_model(self, name: str) -> Model:
+        return self._get(Model, "GET", f"/models/{name}")
+
+    def list_models(
+        self,
+        prefix: str = "",
+        tag: str | None = None,
+        task: str | None = None,
+        page_size: int = 100,
+    ) -> Iterator[Model]:
+        """All matching models, fetched page by page."""
+        params = {"prefix": prefix or None, "tag": tag, "task": task, "limit": page_size}
+        return (Model.model_validate(m) for m in self._pages("/models", "models", params))
+
+    def update_model(
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        task: str | None = None,
+        tags: dict[str, str] | None = None,
+        remove_tags: list[str] | None = None,
+    ) -> Model:
+        body = {"description": description, "task": task, "tags": tags, "remove_tags": remove_tags}
+        body = {k: v for k, v in body.items() if v is not None}
+        return self._get(Model, "PATCH", f"/models/{name}", json=body)
+
+    def delete_model(self, name: str) -> None:
+        self._call("DELETE", f"/models/{name}")
+
+    # -- versions ------------------------------------------------------------
+    def upload_version(
+        self,
+        model: str,
+        path: str | os.PathLike[str],
+        format: str,
+        *,
+        description: str = "",
+        params: dict[str, Any] | None = None,
+        metrics: dict[str, float] | None = None,
+        tags: dict[str, str] | None = None,
+        parents: list[str] | None = None,
+        source: dict[str, Any] | None = None,
+        signature: dict[str, Any] | None = None,
+        progress: Progress | None = None,
+    ) -> Version:
+        """Upload a file, or a directory (packed as tar), as the model's next version."""
+        src = Path(path)
+        meta: dict[str, Any] = {
+            "format": format,
+            "description": description,
+            "params": params or {},
+            "metrics": metrics or {},
+            "tags": tags or {},
+            "parents": parents or [],
+            "source": source or {},
+        }
+        if signature is not None:
+            meta["signature"] = signature
+        packed = pack_directory(src) if src.is_dir() else None
+        upload = packed or src
+        if packed:
+            meta["packaging"] = "tar"
+        filename = f"{src.name}.tar" if packed else src.name
+        try:
+            with open(upload, "rb") as fh:
+                reader = _ProgressReader(fh, upload.stat().st_size, progress)
+                return self._get(
+                    Version,
+                    "POST",
+                    f"/models/{model}/versions",
+                    data={"metadata": json.dumps(meta)},
+                    files={"file": (filename, reader, "application/octet-stream")},
+                    timeout=None,
+                )
+        finally:
+            if packed:
+                packed.unlink(missing_ok=True)
+
+    def get_version(self, ref: str) -> Version:
+        """``ref`` is ``name``, ``name@3`` or ``name@alias``."""
+        return self._get(Version, "GET", f"/resolve/{ref}")
+
+    def list_versions(
+        self, model: str, tag: str | None = None, order: str = "desc", page_size: int = 100
+    ) -> Iterator[Version]:
+        params = {"tag": tag, "order": order, "limit": page_size}
+        pages = self._pages(f"/models/{model}/versions", "versions", params)
+        return (Version.model_validate(v) for v in pages)
+
+    def update_version(
+        self,
+        ref: str,
+        *,
+        metrics: dict[str, float] | None = None,
+        tags: dict[str, str] | None = None,
+        remove_tags: list[str] | None = None,
+        description: str | None = None,
+    ) -> Version:
+        model, sel = _split_ref(ref)
+        body = {
+            "metrics": metrics,
+            "tags": tags,
+            "remove_tags": remove_tags,
+            "description": description,
+        }
+        body = {k: v for k, v in body.items() if v is not None}
+        return self._get(Version, "PATCH", f"/models/{model}/versions/{sel}", json=body)
+
+    def delete_version(self, model: str, version: int) -> None:
+        self._call("DELETE", f"/models/{model}/versions/{version}")
+
+    def download(
+        self, ref: str, dest: str | os.PathLike[str], progress: Progress | None = None
+    ) -> Path:
+        """Stream the artifact to ``dest`` (a file, or a folder to put it in); checks sha256."""
+        model, sel = _split_ref(ref)
+        out = Path(dest)
+        with self._http.stream(
+            "GET", f"/api/v1/models/{model}/versions/{sel}/artifact", timeout=None
+        ) as resp:
+            if not resp.is_success:
+                resp.read()
+                self._check(resp)
+            expected = resp.headers.get("etag", "").strip('"')
+            if out.is_dir():
+                disposition = resp.headers.get("content-disposition", "")
+                name = disposition.partition('filename="')[2].rstrip('"') or f"{model}.bin"
+                out = out / Path(name).name
+            total = int(resp.headers.get("content-length", 0))
+            tmp = out.with_name(out.name + ".part")
+            digest = hashlib.sha256()
+            done = 0
+            try:
+                with open(tmp, "wb") as fh:
+                    for chunk in resp.iter_bytes(1024 * 1024):
+                        fh.write(chunk)
+                        digest.update(chunk)
+                        done += len(chunk)
+                        if progress:
+                            progress(done, total)
+                if expected and digest.hexdigest() != expected:
+                    raise ModelplaneError(f"download of {ref} is corrupt: sha256 mismatch")
+                os.replace(tmp, out)
+            finally:
+                tmp.unlink(missing_ok=True)
+        return out
+
+    def lineage(self, ref: str) -> Lineage:
+        model, sel = _split_ref(ref)
+        return self._get(Lineage, "GET", f"/models/{model}/versions/{sel}/lineage")
+
+    # -- aliases -------------------------------------------------------------
+    def set_alias(self, model: str, alias: str, version: int) -> Alias:
+        return self._get(
+            Alias, "PUT", f"/models/{model}/aliases/{alias}", json={"version": version}
+        )
+
+    def delete_alias(self, model: str, alias: str) -> None:
+        self._call("DELETE", f"/models/{model}/aliases/{alias}")
+
+    def list_aliases(self, model: str) -> list[Alias]:
+        body = self._call("GET", f"/models/{model}/aliases").json()
+        return [Alias.model_validate(a) for a in body["aliases"]]
+
+    def rollback_alias(self, model: str, alias: str) -> Alias:
+        return self._get(Alias, "POST", f"/models/{model}/aliases/{alias}/rollback")
+
+    def alias_history(self, model: str, alias: str | None = None) -> Iterator[AliasEvent]:
+        pages = self._pages(f"/models/{model}/alias-history", "events", {"alias": alias})
+        return (AliasEvent.model_validate(e) for e in pages)
