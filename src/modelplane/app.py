@@ -10,17 +10,25 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from modelplane import __version__
-from modelplane.api import errors, models
+from modelplane.api import deployments, errors, models, oip
+from modelplane.api.fastpath import FastPath
 from modelplane.db import make_engine, upgrade
 from modelplane.registry import RegistryService, SqlRegistryStore
+from modelplane.serving.dataplane import DataPlane
+from modelplane.serving.manager import ModelManager
+from modelplane.serving.store import DeploymentStore
 from modelplane.settings import Settings
 from modelplane.storage import BlobStore
 
 log = logging.getLogger("modelplane")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the gateway. Runs database migrations and clears stale upload temp files."""
+def create_app(settings: Settings | None = None) -> FastPath:
+    """Build the gateway. Runs database migrations and clears stale upload temp files.
+
+    The returned ASGI app serves inference calls on a fast path and hands every
+    other request to the FastAPI app (``.app``).
+    """
     settings = settings or Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.resolved_database_url())
@@ -28,11 +36,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     blobs = BlobStore(settings.resolved_store_path())
     blobs.clean_tmp(min_age_seconds=60)
     registry = RegistryService(SqlRegistryStore(engine), blobs, settings)
+    manager = ModelManager(registry, DeploymentStore(engine), settings)
+    dataplane = DataPlane(manager)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        engine.dispose()
+        await manager.start()
+        try:
+            yield
+        finally:
+            await manager.stop()
+            engine.dispose()
 
     app = FastAPI(
         title="modelplane",
@@ -43,11 +57,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.registry = registry
+    app.state.manager = manager
+    app.state.dataplane = dataplane
     errors.install(app)
     app.include_router(models.router)
+    app.include_router(deployments.router)
+    app.include_router(oip.router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> JSONResponse:
         return JSONResponse({"status": "ok", "version": __version__})
 
-    return app
+    return FastPath(app, dataplane, settings.max_infer_bytes)

@@ -22,8 +22,13 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=10 * 1024**3, gt=0)
     max_unpacked_bytes: int = Field(default=40 * 1024**3, gt=0, description="Archive contents cap.")
     max_archive_members: int = Field(default=100_000, gt=0)
+    max_infer_bytes: int = Field(default=64 * 1024**2, gt=0, description="Cap on inference bodies.")
     max_json_bytes: int = Field(default=1024**2, gt=0, description="Cap on JSON metadata bodies.")
     blob_gc_grace_seconds: float = Field(default=3600.0, ge=0)
+    runtime_threads: int = Field(default=1, ge=1, description="Default threads per model worker.")
+    load_timeout_seconds: float = Field(default=300.0, gt=0)
+    drain_seconds: float = Field(default=30.0, ge=0, description="Wait for a retired replica.")
+    alias_poll_seconds: float = Field(default=2.0, gt=0, description="Check followed aliases.")
 
     def resolved_database_url(self) -> str:
         if self.database_url:

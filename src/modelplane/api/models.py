@@ -277,7 +277,7 @@ def list_aliases(name: str, svc: Svc, t: Tenant) -> AliasList:
 
 @router.put("/models/{name}/aliases/{alias}")
 def set_alias(name: str, alias: str, body: AliasSet, svc: Svc, t: Tenant, who: Actor) -> Alias:
-    return svc.store.set_alias(t, _name(name), check_alias(alias), body.version, who)
+    return svc.set_alias(t, _name(name), check_alias(alias), body.version, who)
 
 
 @router.get("/models/{name}/aliases/{alias}")
@@ -291,13 +291,13 @@ def get_alias(name: str, alias: str, svc: Svc, t: Tenant) -> Alias:
 
 @router.delete("/models/{name}/aliases/{alias}", status_code=204)
 def delete_alias(name: str, alias: str, svc: Svc, t: Tenant, who: Actor) -> Response:
-    svc.store.delete_alias(t, _name(name), check_alias(alias), who)
+    svc.delete_alias(t, _name(name), check_alias(alias), who)
     return Response(status_code=204)
 
 
 @router.post("/models/{name}/aliases/{alias}/rollback")
 def rollback_alias(name: str, alias: str, svc: Svc, t: Tenant, who: Actor) -> Alias:
-    return svc.store.rollback_alias(t, _name(name), check_alias(alias), who)
+    return svc.rollback_alias(t, _name(name), check_alias(alias), who)
 
 
 @router.get("/models/{name}/alias-history")

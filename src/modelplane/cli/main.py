@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import httpx
 import typer
+from rich.markup import escape
 
 from modelplane import __version__
 from modelplane.cli import registry, serve
@@ -56,8 +58,8 @@ def main() -> None:
     try:
         app()
     except ModelplaneError as exc:
-        err_console.print(f"[red]error[/red] ({exc.status}): {exc.message}")
+        err_console.print(f"[red]error[/red] ({exc.status}): {escape(exc.message)}")
         raise SystemExit(1) from None
-    except OSError as exc:  # connection refused and friends
-        err_console.print(f"[red]error[/red]: {exc}")
+    except (httpx.TransportError, OSError) as exc:  # connection refused and friends
+        err_console.print(f"[red]error[/red]: cannot reach the server: {escape(str(exc))}")
         raise SystemExit(1) from None

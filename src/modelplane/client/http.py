@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
+from email.message import Message
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -13,7 +14,7 @@ import httpx
 from pydantic import BaseModel
 
 from modelplane.client.packing import pack_directory
-from modelplane.errors import ModelplaneError, error_for_status
+from modelplane.errors import InvalidInput, ModelplaneError, error_for_status
 from modelplane.schemas.registry import Alias, AliasEvent, Lineage, Model, Version
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
@@ -39,8 +40,17 @@ class _ProgressReader:
 
 
 def _split_ref(ref: str) -> tuple[str, str]:
-    model, _, selector = ref.partition("@")
+    model, sep, selector = ref.partition("@")
+    if sep and not selector:
+        raise InvalidInput(f"invalid reference {ref!r}: nothing after '@'")
     return model, selector or "latest"
+
+
+def _filename(disposition: str) -> str | None:
+    """The filename of a Content-Disposition header (``filename*`` preferred, RFC 6266)."""
+    msg = Message()
+    msg["content-disposition"] = disposition
+    return msg.get_filename()
 
 
 class Client:
@@ -233,8 +243,7 @@ class Client:
                 self._check(resp)
             expected = resp.headers.get("etag", "").strip('"')
             if out.is_dir():
-                disposition = resp.headers.get("content-disposition", "")
-                name = disposition.partition('filename="')[2].rstrip('"') or f"{model}.bin"
+                name = _filename(resp.headers.get("content-disposition", "")) or f"{model}.bin"
                 out = out / Path(name).name
             total = int(resp.headers.get("content-length", 0))
             tmp = out.with_name(out.name + ".part")

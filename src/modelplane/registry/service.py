@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,7 +19,7 @@ from modelplane.errors import InvalidInput
 from modelplane.registry.inspect import check_format, inspect_artifact
 from modelplane.registry.names import ModelRef, check_name, parse_ref
 from modelplane.registry.store import RegistryStore
-from modelplane.schemas.registry import Artifact, NewVersion, Signature, Version
+from modelplane.schemas.registry import Alias, Artifact, NewVersion, Signature, Version
 from modelplane.settings import Settings
 from modelplane.storage.archives import (
     PACKAGINGS,
@@ -106,6 +107,27 @@ class RegistryService:
         self.store = store
         self.blobs = blobs
         self.settings = settings
+        # Called (from any thread) after an alias moves or a version appears, so that
+        # deployments following an alias or "latest" swap at once.
+        self.listeners: list[Callable[[], None]] = []
+
+    def _changed(self) -> None:
+        for listener in list(self.listeners):
+            listener()
+
+    def set_alias(self, tenant: str, model: str, alias: str, version: int, actor: str) -> Alias:
+        out = self.store.set_alias(tenant, model, alias, version, actor)
+        self._changed()
+        return out
+
+    def delete_alias(self, tenant: str, model: str, alias: str, actor: str) -> None:
+        self.store.delete_alias(tenant, model, alias, actor)
+        self._changed()
+
+    def rollback_alias(self, tenant: str, model: str, alias: str, actor: str) -> Alias:
+        out = self.store.rollback_alias(tenant, model, alias, actor)
+        self._changed()
+        return out
 
     def new_writer(self) -> BlobWriter:
         return self.blobs.writer(self.settings.max_upload_bytes)
@@ -155,7 +177,9 @@ class RegistryService:
             parents=meta.parents,
             source=meta.source,
         )
-        return self.store.create_version(tenant, model, new, actor)
+        version = self.store.create_version(tenant, model, new, actor)
+        self._changed()
+        return version
 
     def artifact_path(self, tenant: str, ref: ModelRef) -> tuple[Version, Path]:
         version = self.store.get_version(tenant, ref)

@@ -1,0 +1,158 @@
+"""Raw ASGI fast path for inference calls; everything else goes to the FastAPI app.
+
+Inference is the hot path: routing, dependency injection and validation by
+FastAPI cost more than the model for small tensors. Here a POST to an infer
+route is matched with string operations, its body read with a size cap, and
+handed to the protocol module's ``infer``; a client that disconnects while its
+request waits has it cancelled, so queued work for it is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from modelplane.api import oip
+from modelplane.registry.tables import DEFAULT_TENANT
+from modelplane.serving.dataplane import DataPlane
+
+Result = tuple[int, list[tuple[bytes, bytes]], bytes]
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class ClientGone(Exception):
+    pass
+
+
+def _match_v2_infer(path: str) -> tuple[str, str | None] | None:
+    # /v2/models/{m}/infer  or  /v2/models/{m}/versions/{v}/infer
+    if not (path.startswith("/v2/models/") and path.endswith("/infer")):
+        return None
+    parts = path[11:-6].split("/")
+    if len(parts) == 1 and parts[0]:
+        return parts[0], None
+    if len(parts) == 3 and parts[1] == "versions" and parts[0] and parts[2]:
+        return parts[0], parts[2]
+    return None
+
+
+class FastPath:
+    def __init__(self, app: ASGIApp, dataplane: DataPlane, max_body: int) -> None:
+        self.app = app
+        self.dataplane = dataplane
+        self.max_body = max_body
+
+    @property
+    def state(self) -> Any:
+        """The FastAPI app's state (settings, registry, manager, …)."""
+        return getattr(self.app, "state", None)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            match = _match_v2_infer(scope["path"])
+            if match is not None:
+                await self._serve(scope, receive, send, match)
+                return
+        await self.app(scope, receive, send)
+
+    async def _serve(
+        self, scope: Scope, receive: Receive, send: Send, match: tuple[str, str | None]
+    ) -> None:
+        headers = dict(scope["headers"])
+        try:
+            body = await self._body(receive, headers.get(b"content-length"))
+        except BodyTooLarge:
+            await _respond(send, 413, {"error": f"request body exceeds {self.max_body} bytes"})
+            return
+        except ClientGone:
+            return
+        hlen = headers.get(b"inference-header-content-length")
+        tmo = headers.get(b"x-request-timeout-ms")
+        tenant = scope.get("state", {}).get("tenant", DEFAULT_TENANT)
+        work = oip.infer(
+            self.dataplane,
+            tenant,
+            match[0],
+            match[1],
+            body,
+            hlen.decode("latin-1") if hlen else None,
+            tmo.decode("latin-1") if tmo else None,
+        )
+        result = await _unless_disconnected(work, receive)
+        if result is None:
+            return
+        status, out_headers, out = result
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [*out_headers, (b"content-length", str(len(out)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": out})
+
+    async def _body(self, receive: Receive, declared: bytes | None) -> bytes:
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            raise BodyTooLarge
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                raise BodyTooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _unless_disconnected(work: Awaitable[Result], receive: Receive) -> Result | None:
+    """Run ``work``; cancel it if the client disconnects first (its queued item is skipped)."""
+    task = asyncio.current_task()
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        message = await receive()
+        if message["type"] == "http.disconnect" and task is not None:
+            gone = True
+            task.cancel()
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if gone and task is not None:
+            task.uncancel()
+            return None
+        raise
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+
+async def _respond(send: Send, status: int, doc: dict[str, Any]) -> None:
+    body = orjson.dumps(doc)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,63 @@
+"""ONNX models on onnxruntime (also scikit-learn models converted with skl2onnx)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from modelplane.runtimes.base import Arrays, Runtime, RuntimeOptions, single_file
+from modelplane.schemas.registry import Signature, TensorSpec
+
+_ORT_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(double)": "float64",
+    "tensor(float16)": "float16",
+    "tensor(int8)": "int8",
+    "tensor(int16)": "int16",
+    "tensor(int32)": "int32",
+    "tensor(int64)": "int64",
+    "tensor(uint8)": "uint8",
+    "tensor(uint16)": "uint16",
+    "tensor(uint32)": "uint32",
+    "tensor(uint64)": "uint64",
+    "tensor(bool)": "bool",
+    "tensor(string)": "string",
+}
+
+
+def _spec(arg: object) -> TensorSpec:
+    shape = [d if isinstance(d, int) and d >= 0 else -1 for d in getattr(arg, "shape", []) or []]
+    dtype = _ORT_TYPES.get(str(getattr(arg, "type", "")), "unknown")
+    return TensorSpec(name=str(getattr(arg, "name", "")), dtype=dtype, shape=shape)
+
+
+class OnnxRuntime(Runtime):
+    format = "onnx"
+
+    def __init__(self, session: object) -> None:
+        self.session = session
+        self._sig = Signature(
+            inputs=[_spec(a) for a in session.get_inputs()],  # type: ignore[attr-defined]
+            outputs=[_spec(a) for a in session.get_outputs()],  # type: ignore[attr-defined]
+        )
+        self._output_names = [o.name for o in self._sig.outputs]
+
+    @classmethod
+    def load(cls, artifact_dir: Path, options: RuntimeOptions) -> OnnxRuntime:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = options.intra_op_threads
+        so.inter_op_num_threads = options.inter_op_threads
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        path = single_file(artifact_dir, (".onnx",))
+        session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        return cls(session)
+
+    def metadata(self) -> Signature:
+        return self._sig
+
+    def predict(self, inputs: Arrays) -> Arrays:
+        results = self.session.run(self._output_names, inputs)  # type: ignore[attr-defined]
+        return {name: np.asarray(r) for name, r in zip(self._output_names, results, strict=True)}

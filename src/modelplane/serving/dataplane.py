@@ -1,0 +1,101 @@
+"""The one internal request/response every protocol translates to and from.
+
+Front ends (OIP v2, TF Serving, OpenAI) decode HTTP into an
+``InferenceRequest``, call ``DataPlane.infer`` and encode the
+``InferenceResponse``. Validation against the model's signature, batching,
+deadlines and (later) auth and metrics live here and below, once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from modelplane.errors import BadRequest
+from modelplane.runtimes.base import Arrays
+from modelplane.schemas.registry import Signature, TensorSpec
+from modelplane.serving.manager import Deployed, ModelManager
+
+
+@dataclass(slots=True)
+class InferenceRequest:
+    inputs: Arrays
+    outputs: list[str] | None = None  # None: all outputs
+    id: str | None = None
+    timeout_ms: float | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class InferenceResponse:
+    model: str
+    version: int
+    outputs: Arrays
+    id: str | None = None
+
+
+def dtype_matches(spec: TensorSpec, arr: np.ndarray) -> bool:
+    if spec.dtype == "string":
+        return arr.dtype == object or arr.dtype.kind in "US"
+    if spec.dtype == "unknown":
+        return True
+    return arr.dtype == np.dtype(spec.dtype)
+
+
+def check_inputs(sig: Signature, inputs: Arrays) -> None:
+    """Names, dtypes and shapes against the signature; 400 naming the first problem."""
+    if not sig.inputs:
+        return
+    expected = {s.name: s for s in sig.inputs}
+    for name in inputs:
+        if name not in expected:
+            raise BadRequest(f"unknown input {name!r}; the model takes {sorted(expected)}")
+    rows = None
+    for spec in sig.inputs:
+        arr = inputs.get(spec.name)
+        if arr is None:
+            raise BadRequest(f"missing input {spec.name!r}")
+        if not dtype_matches(spec, arr):
+            raise BadRequest(f"input {spec.name!r}: expected dtype {spec.dtype}, got {arr.dtype}")
+        if spec.shape and (
+            arr.ndim != len(spec.shape)
+            or any(d >= 0 and d != a for d, a in zip(spec.shape, arr.shape, strict=False))
+        ):
+            raise BadRequest(
+                f"input {spec.name!r}: expected shape {spec.shape} (-1 = any), "
+                f"got {list(arr.shape)}"
+            )
+        if arr.ndim == 0:
+            raise BadRequest(f"input {spec.name!r}: a scalar has no batch dimension")
+        if rows is not None and arr.shape[0] != rows:
+            raise BadRequest("all inputs must have the same batch size (first dimension)")
+        rows = arr.shape[0]
+
+
+class DataPlane:
+    def __init__(self, manager: ModelManager) -> None:
+        self.manager = manager
+
+    def deployment(self, tenant: str, name: str) -> Deployed:
+        return self.manager.lookup(tenant, name)
+
+    async def infer(
+        self, tenant: str, name: str, version: int | None, request: InferenceRequest
+    ) -> InferenceResponse:
+        dep = self.manager.lookup(tenant, name)
+        replica = dep.active
+        if replica is not None:
+            check_inputs(replica.signature, request.inputs)
+            if request.outputs:
+                known = {o.name for o in replica.signature.outputs}
+                missing = [o for o in request.outputs if known and o not in known]
+                if missing:
+                    raise BadRequest(f"unknown output(s) {missing}; the model has {sorted(known)}")
+        replica, outputs = await self.manager.infer(
+            dep, version, request.inputs, request.timeout_ms
+        )
+        if request.outputs:
+            outputs = {n: outputs[n] for n in request.outputs if n in outputs}
+        return InferenceResponse(dep.name, replica.version, outputs, request.id)

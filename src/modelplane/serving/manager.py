@@ -1,0 +1,398 @@
+"""The model manager: deployments, their worker processes, swaps and restarts.
+
+A deployment follows a model reference. Pinned (``name@3``) it serves that
+version; following an alias or ``latest`` it notices the move (registry
+notification, or a poll for changes made by another server process), loads and
+warms the new version in new workers, switches new requests to them, drains the
+old replica and only then stops it: no request fails during a swap. If the new
+version fails to load, the old one keeps serving and ``reason`` says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from modelplane.errors import BadRequest, InvalidInput, NotFound, Unavailable
+from modelplane.registry.names import check_name, parse_ref
+from modelplane.registry.service import RegistryService
+from modelplane.runtimes import RUNTIMES
+from modelplane.runtimes.base import Arrays
+from modelplane.schemas.registry import Signature, Version
+from modelplane.schemas.serving import (
+    Deployment,
+    DeploymentConfig,
+    DeploymentCreate,
+    DeploymentUpdate,
+    WorkerStatus,
+)
+from modelplane.serving.batcher import Batcher
+from modelplane.serving.store import DeploymentStore, StoredDeployment
+from modelplane.serving.workers import LoadFailed, Worker
+from modelplane.settings import Settings
+from modelplane.storage.archives import extract_archive
+
+log = logging.getLogger("modelplane.serving")
+
+
+@dataclass(eq=False)
+class Replica:
+    version: int
+    fmt: str
+    signature: Signature
+    batcher: Batcher
+    workers: list[Worker] = field(default_factory=list)
+    retired: bool = False
+
+
+@dataclass(eq=False)
+class Deployed:
+    tenant: str
+    name: str
+    model: str
+    config: DeploymentConfig
+    created_at: datetime
+    updated_at: datetime
+    state: str = "loading"
+    reason: str | None = None
+    active: Replica | None = None
+    loading: int | None = None
+    failed_version: int | None = None
+    restarts: int = 0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    deleted: bool = False
+    unloaded: bool = False  # by the repository extension's unload, until a load
+
+
+class ModelManager:
+    def __init__(
+        self, registry: RegistryService, store: DeploymentStore, settings: Settings
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.settings = settings
+        self.cache_dir = settings.data_dir.resolve() / "cache" / "artifacts"
+        self.deployments: dict[tuple[str, str], Deployed] = {}
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- lifecycle -----------------------------------------------------------
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.registry.listeners.append(self.notify)
+        for stored in await asyncio.to_thread(self.store.all):
+            dep = self._deployed(stored)
+            self.deployments[(dep.tenant, dep.name)] = dep
+        self._spawn(self._watch())
+        self.notify()
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*(self._unload(d) for d in self.deployments.values()))
+        with contextlib.suppress(ValueError):
+            self.registry.listeners.remove(self.notify)
+
+    def notify(self) -> None:
+        """Something in the registry changed: re-check what deployments follow (thread-safe)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    def _deployed(s: StoredDeployment) -> Deployed:
+        return Deployed(
+            s.tenant,
+            s.name,
+            s.model,
+            DeploymentConfig.model_validate(s.config),
+            s.created_at,
+            s.updated_at,
+        )
+
+    # -- management ----------------------------------------------------------
+    def lookup(self, tenant: str, name: str) -> Deployed:
+        dep = self.deployments.get((tenant, name))
+        if dep is None:
+            raise NotFound(f"deployment {name!r} not found")
+        return dep
+
+    async def create(self, tenant: str, body: DeploymentCreate) -> Deployment:
+        check_name(body.name, "deployment name")
+        await self._resolve_checked(tenant, body.model)
+        config = DeploymentConfig.model_validate(body.model_dump(exclude={"name", "model"}))
+        stored = await asyncio.to_thread(
+            self.store.create, tenant, body.name, body.model, config.model_dump()
+        )
+        dep = self._deployed(stored)
+        self.deployments[(tenant, body.name)] = dep
+        self.notify()
+        return self.status(dep)
+
+    async def update(self, tenant: str, name: str, body: DeploymentUpdate) -> Deployment:
+        dep = self.lookup(tenant, name)
+        changes = body.model_dump(exclude_unset=True, exclude_none=True)
+        model = changes.pop("model", dep.model)
+        if model != dep.model:
+            await self._resolve_checked(tenant, model)
+        config = dep.config.model_copy(update=changes)
+        config = DeploymentConfig.model_validate(config.model_dump())
+        stored = await asyncio.to_thread(
+            self.store.update, tenant, name, model, config.model_dump()
+        )
+        rescale = (config.instances, config.threads) != (dep.config.instances, dep.config.threads)
+        same_model = model == dep.model
+        dep.model, dep.config, dep.updated_at = model, config, stored.updated_at
+        if dep.active is not None:
+            b = dep.active.batcher
+            b.max_batch_size, b.max_queue = config.max_batch_size, config.max_queue
+            b.max_delay = config.max_batch_delay_ms / 1000
+        dep.failed_version = None
+        if rescale and same_model and dep.active is not None:
+            self._spawn(self._load(dep, force=True))
+        self.notify()
+        return self.status(dep)
+
+    async def delete(self, tenant: str, name: str) -> None:
+        dep = self.lookup(tenant, name)
+        await asyncio.to_thread(self.store.delete, tenant, name)
+        dep.deleted = True
+        self.deployments.pop((tenant, name), None)
+        await self._unload(dep)
+
+    async def load(self, tenant: str, name: str) -> Deployment:
+        """Make sure a deployment is loaded; a registry model of that name gets one."""
+        dep = self.deployments.get((tenant, name))
+        if dep is None:
+            await self.create(tenant, DeploymentCreate(name=name, model=name))
+            dep = self.lookup(tenant, name)
+        dep.unloaded = False
+        await self._load(dep, force=dep.active is None)
+        if dep.active is None:
+            raise BadRequest(f"failed to load {name!r}: {dep.reason}")
+        return self.status(dep)
+
+    async def unload(self, tenant: str, name: str) -> Deployment:
+        """Stop serving (and free the workers' memory) but keep the deployment."""
+        dep = self.lookup(tenant, name)
+        dep.unloaded = True
+        await self._unload(dep)
+        dep.state, dep.reason = "unloaded", None
+        return self.status(dep)
+
+    def list(self, tenant: str) -> list[Deployment]:
+        return [self.status(d) for (t, _), d in sorted(self.deployments.items()) if t == tenant]
+
+    def status(self, dep: Deployed) -> Deployment:
+        r = dep.active
+        return Deployment(
+            name=dep.name,
+            model=dep.model,
+            state=dep.state,
+            reason=dep.reason,
+            version=r.version if r else None,
+            format=r.fmt if r else None,
+            signature=r.signature.model_dump() if r else None,
+            workers=[WorkerStatus(pid=w.pid, alive=w.alive) for w in (r.workers if r else [])],
+            restarts=dep.restarts,
+            batches=r.batcher.stats.batches if r else 0,
+            batched_items=r.batcher.stats.items if r else 0,
+            created_at=dep.created_at,
+            updated_at=dep.updated_at,
+            **dep.config.model_dump(),
+        )
+
+    async def _resolve_checked(self, tenant: str, model: str) -> Version:
+        version = await asyncio.to_thread(self.registry.store.get_version, tenant, parse_ref(model))
+        if version.format not in RUNTIMES:
+            raise InvalidInput(f"no runtime serves format {version.format!r} yet")
+        return version
+
+    # -- inference (hot path) ------------------------------------------------
+    async def infer(
+        self, dep: Deployed, version: int | None, inputs: Arrays, timeout_ms: float | None = None
+    ) -> tuple[Replica, Arrays]:
+        replica = dep.active
+        if replica is None:
+            if dep.state == "failed":
+                raise Unavailable(f"deployment {dep.name!r} failed to load: {dep.reason}", 5)
+            if dep.state == "unloaded":
+                raise Unavailable(f"deployment {dep.name!r} is unloaded", retry_after=5)
+            raise Unavailable(f"deployment {dep.name!r} is still loading", retry_after=1)
+        if version is not None and version != replica.version:
+            raise NotFound(
+                f"version {version} of {dep.name!r} is not loaded "
+                f"(serving version {replica.version})"
+            )
+        timeout = (timeout_ms if timeout_ms is not None else dep.config.timeout_ms) / 1000
+        return replica, await replica.batcher.submit(inputs, time.monotonic() + timeout)
+
+    # -- loading and swapping ------------------------------------------------
+    async def _watch(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.alias_poll_seconds)
+            self._wake.clear()
+            for dep in list(self.deployments.values()):
+                if not dep.lock.locked() and not dep.unloaded:
+                    self._spawn(self._load(dep))
+
+    async def _load(self, dep: Deployed, force: bool = False) -> None:
+        async with dep.lock:
+            if dep.deleted or dep.unloaded:
+                return
+            try:
+                version = await asyncio.to_thread(
+                    self.registry.store.get_version, dep.tenant, parse_ref(dep.model)
+                )
+            except NotFound as exc:
+                if dep.active is None:
+                    dep.state, dep.reason = "failed", exc.message
+                return
+            current = dep.active.version if dep.active else None
+            if not force and (version.version == current or version.version == dep.failed_version):
+                return
+            dep.loading = version.version
+            if dep.active is None:
+                dep.state, dep.reason = "loading", None
+            try:
+                replica = await self._start_replica(dep, version)
+            except (LoadFailed, InvalidInput, OSError) as exc:
+                why = exc.message if isinstance(exc, InvalidInput) else str(exc)
+                dep.failed_version = version.version
+                if dep.active is None:
+                    dep.state, dep.reason = "failed", f"version {version.version}: {why}"
+                else:
+                    dep.reason = (
+                        f"version {version.version} failed to load: {why}; "
+                        f"still serving version {dep.active.version}"
+                    )
+                log.warning("deployment %s: %s", dep.name, dep.reason)
+                return
+            finally:
+                dep.loading = None
+            if dep.deleted:
+                await self._retire(replica)
+                return
+            old, dep.active = dep.active, replica
+            dep.state, dep.reason, dep.failed_version = "ready", None, None
+            log.info("deployment %s now serves %s@%d", dep.name, version.model, version.version)
+            if old is not None:
+                await self._retire(old)
+
+    async def _start_replica(self, dep: Deployed, version: Version) -> Replica:
+        path = await asyncio.to_thread(self._materialize, dep.tenant, version)
+        options = {
+            "intra_op_threads": dep.config.threads or self.settings.runtime_threads,
+            "inter_op_threads": 1,
+            "task": "",
+            "signature": version.signature.model_dump() if version.signature.inputs else None,
+        }
+        workers = [Worker(version.format, str(path), options) for _ in range(dep.config.instances)]
+        results = await asyncio.gather(
+            *(w.start(self.settings.load_timeout_seconds) for w in workers), return_exceptions=True
+        )
+        failure = next((r for r in results if isinstance(r, BaseException)), None)
+        if failure is not None:
+            await asyncio.gather(*(w.stop(1.0) for w in workers))
+            if isinstance(failure, LoadFailed | InvalidInput | OSError):
+                raise failure
+            raise LoadFailed(str(failure)) from failure
+        c = dep.config
+        replica = Replica(
+            version.version,
+            version.format,
+            Signature.model_validate(workers[0].signature),
+            Batcher(c.max_batch_size, c.max_batch_delay_ms / 1000, c.max_queue),
+        )
+        for w in workers:
+            self._attach(dep, replica, w)
+        return replica
+
+    def _attach(self, dep: Deployed, replica: Replica, worker: Worker) -> None:
+        replica.workers.append(worker)
+        replica.batcher.add_worker(worker)
+        worker.on_exit = lambda w: self._on_worker_exit(dep, replica, w)
+
+    def _on_worker_exit(self, dep: Deployed, replica: Replica, worker: Worker) -> None:
+        if replica.retired or dep.deleted:
+            return
+        log.warning("deployment %s: worker %s exited; restarting", dep.name, worker.pid)
+        replica.batcher.remove_worker(worker)
+        with contextlib.suppress(ValueError):
+            replica.workers.remove(worker)
+        dep.restarts += 1
+        self._spawn(self._restart(dep, replica, worker))
+
+    async def _restart(self, dep: Deployed, replica: Replica, dead: Worker) -> None:
+        delay = 0.1
+        while not (replica.retired or dep.deleted):
+            worker = Worker(dead.fmt, dead.artifact_dir, dead.options)
+            try:
+                await worker.start(self.settings.load_timeout_seconds)
+            except LoadFailed as exc:
+                dep.reason = f"worker restart failed: {exc}"
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            if replica.retired or dep.deleted:
+                await worker.stop(1.0)
+                return
+            self._attach(dep, replica, worker)
+            return
+
+    async def _retire(self, replica: Replica) -> None:
+        replica.retired = True
+        await replica.batcher.drain(self.settings.drain_seconds)
+        replica.batcher.close("deployment was updated; retry")
+        await asyncio.gather(*(w.stop() for w in replica.workers))
+
+    async def _unload(self, dep: Deployed) -> None:
+        async with dep.lock:
+            if dep.active is not None:
+                replica, dep.active = dep.active, None
+                await self._retire(replica)
+
+    def _materialize(self, tenant: str, version: Version) -> Path:
+        """Unpack (or link) the artifact into the cache, atomically; reused across loads."""
+        sha = version.artifact.sha256
+        final = self.cache_dir / sha
+        if final.is_dir():
+            return final
+        _, blob = self.registry.artifact_path(
+            tenant, parse_ref(f"{version.model}@{version.version}")
+        )
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=self.cache_dir, prefix=".tmp-"))
+        try:
+            if version.artifact.packaging == "file":
+                target = tmp / "content" / version.artifact.filename
+                target.parent.mkdir()
+                try:
+                    os.link(blob, target)
+                except OSError:
+                    shutil.copyfile(blob, target)
+            else:
+                extract_archive(blob, version.artifact.packaging, tmp / "content")
+            try:
+                (tmp / "content").rename(final)
+            except OSError:
+                if not final.is_dir():
+                    raise  # otherwise another load won the race with the same content
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return final

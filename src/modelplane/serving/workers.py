@@ -1,0 +1,158 @@
+"""Gateway-side handle of one worker process: start it, load a model, send batches.
+
+A worker that exits (crash, kill, OOM) fails its in-flight requests at once with
+503 and sets ``exited``; the deployment's supervisor then starts a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from modelplane.errors import InvalidInput, Unavailable
+from modelplane.runtimes.base import Arrays
+from modelplane.serving.ipc import PREFIX, decode, encode
+
+
+class LoadFailed(Exception):
+    """The worker could not load or warm up the model; ``str()`` says why."""
+
+
+class Worker:
+    def __init__(self, fmt: str, artifact_dir: str, options: dict[str, Any]) -> None:
+        self.fmt = fmt
+        self.artifact_dir = artifact_dir
+        self.options = options
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.exited = asyncio.Event()
+        self.load_seconds = 0.0
+        self.signature: dict[str, Any] = {}
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[tuple[dict[str, Any], Arrays]]] = {}
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self.on_exit: Callable[[Worker], None] | None = None
+        self.stopping = False
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    @property
+    def alive(self) -> bool:
+        return not self.exited.is_set() and self.proc is not None
+
+    async def start(self, timeout: float) -> None:
+        parent, child = socket.socketpair()
+        try:
+            # Popen (fork+exec) returns in a few ms; the slow part, loading, is awaited.
+            self.proc = subprocess.Popen(  # noqa: ASYNC220
+                [sys.executable, "-m", "modelplane.serving.worker", str(child.fileno())],
+                pass_fds=(child.fileno(),),
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            child.close()
+        reader, self._writer = await asyncio.open_unix_connection(sock=parent)
+        self._reader_task = asyncio.create_task(self._read_loop(reader))
+        try:
+            header, _ = await asyncio.wait_for(
+                self._call(
+                    {
+                        "op": "load",
+                        "format": self.fmt,
+                        "artifact_dir": self.artifact_dir,
+                        "options": self.options,
+                    }
+                ),
+                timeout,
+            )
+        except TimeoutError as exc:
+            self.kill()
+            raise LoadFailed(f"loading took longer than {timeout:.0f} s") from exc
+        except Unavailable as exc:
+            raise LoadFailed("worker process exited while loading the model") from exc
+        if not header.get("ok"):
+            self.kill()
+            raise LoadFailed(str(header.get("error", "unknown error")))
+        self.signature = header["signature"]
+        self.load_seconds = float(header.get("load_seconds", 0.0))
+
+    async def _call(
+        self, header: dict[str, Any], arrays: Arrays | None = None
+    ) -> tuple[dict[str, Any], Arrays]:
+        if not self.alive or self._writer is None:
+            raise Unavailable("model worker is not running", retry_after=1)
+        rid = next(self._ids)
+        fut: asyncio.Future[tuple[dict[str, Any], Arrays]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._pending[rid] = fut
+        self._writer.writelines(encode({**header, "id": rid}, arrays))
+        if self._writer.transport.get_write_buffer_size() > 1 << 20:
+            await self._writer.drain()
+        try:
+            return await fut
+        finally:
+            self._pending.pop(rid, None)
+
+    async def predict(self, arrays: Arrays) -> Arrays:
+        header, out = await self._call({"op": "predict"}, arrays)
+        if not header.get("ok"):
+            raise InvalidInput(
+                f"model failed on this input: {header.get('error', 'unknown error')}"
+            )
+        return out
+
+    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                hlen, plen = PREFIX.unpack(await reader.readexactly(PREFIX.size))
+                head = await reader.readexactly(hlen)
+                payload = await reader.readexactly(plen) if plen else b""
+                header, arrays = decode(head, payload)
+                fut = self._pending.get(header.get("id", -1))
+                if fut is not None and not fut.done():
+                    fut.set_result((header, arrays))
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            pass
+        finally:
+            self.exited.set()
+            for fut in self._pending.values():
+                if not fut.done():
+                    fut.set_exception(Unavailable("model worker exited", retry_after=1))
+            self._pending.clear()
+            if self.proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    await asyncio.to_thread(self.proc.wait, 5)
+            if self.on_exit is not None and not self.stopping:
+                self.on_exit(self)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Ask the worker to exit; kill it if it does not within ``grace`` seconds."""
+        self.stopping = True
+        if self.alive:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._call({"op": "stop"}), grace)
+        if self._writer is not None:
+            self._writer.close()
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                await asyncio.wait_for(asyncio.to_thread(self.proc.wait), grace)
+            except TimeoutError:
+                self.kill()
+        if self._reader_task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._reader_task, grace)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
