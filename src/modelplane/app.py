@@ -68,4 +68,6 @@ def create_app(settings: Settings | None = None) -> FastPath:
     async def healthz() -> JSONResponse:
         return JSONResponse({"status": "ok", "version": __version__})
 
-    return FastPath(app, dataplane, settings.max_infer_bytes)
+    # Each inference protocol plugs its hot routes into the fast path.
+    fast = [oip.fast_routes(dataplane)]
+    return FastPath(app, fast, settings.max_infer_bytes)

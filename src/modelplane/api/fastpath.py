@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from modelplane.api import oip
 from modelplane.registry.tables import DEFAULT_TENANT
-from modelplane.serving.dataplane import DataPlane
 
+Headers = dict[bytes, bytes]
 Result = tuple[int, list[tuple[bytes, bytes]], bytes]
+Handler = Callable[[Headers, bytes, str], Awaitable[Result]]
+# A protocol module offers a matcher: (method, path) -> handler for that call, or None.
+Matcher = Callable[[str, str], Handler | None]
 
 
 class BodyTooLarge(Exception):
@@ -32,22 +34,10 @@ class ClientGone(Exception):
     pass
 
 
-def _match_v2_infer(path: str) -> tuple[str, str | None] | None:
-    # /v2/models/{m}/infer  or  /v2/models/{m}/versions/{v}/infer
-    if not (path.startswith("/v2/models/") and path.endswith("/infer")):
-        return None
-    parts = path[11:-6].split("/")
-    if len(parts) == 1 and parts[0]:
-        return parts[0], None
-    if len(parts) == 3 and parts[1] == "versions" and parts[0] and parts[2]:
-        return parts[0], parts[2]
-    return None
-
-
 class FastPath:
-    def __init__(self, app: ASGIApp, dataplane: DataPlane, max_body: int) -> None:
+    def __init__(self, app: ASGIApp, matchers: list[Matcher], max_body: int) -> None:
         self.app = app
-        self.dataplane = dataplane
+        self.matchers = matchers
         self.max_body = max_body
 
     @property
@@ -57,16 +47,15 @@ class FastPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            match = _match_v2_infer(scope["path"])
-            if match is not None:
-                await self._serve(scope, receive, send, match)
-                return
+            for match in self.matchers:
+                handler = match(scope["method"], scope["path"])
+                if handler is not None:
+                    await self._serve(scope, receive, send, handler)
+                    return
         await self.app(scope, receive, send)
 
-    async def _serve(
-        self, scope: Scope, receive: Receive, send: Send, match: tuple[str, str | None]
-    ) -> None:
-        headers = dict(scope["headers"])
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, handler: Handler) -> None:
+        headers: Headers = dict(scope["headers"])
         try:
             body = await self._body(receive, headers.get(b"content-length"))
         except BodyTooLarge:
@@ -74,19 +63,8 @@ class FastPath:
             return
         except ClientGone:
             return
-        hlen = headers.get(b"inference-header-content-length")
-        tmo = headers.get(b"x-request-timeout-ms")
         tenant = scope.get("state", {}).get("tenant", DEFAULT_TENANT)
-        work = oip.infer(
-            self.dataplane,
-            tenant,
-            match[0],
-            match[1],
-            body,
-            hlen.decode("latin-1") if hlen else None,
-            tmo.decode("latin-1") if tmo else None,
-        )
-        result = await _unless_disconnected(work, receive)
+        result = await _unless_disconnected(handler(headers, body, tenant), receive)
         if result is None:
             return
         status, out_headers, out = result

@@ -7,6 +7,7 @@ that serves it in production.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -14,6 +15,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from modelplane import __version__
 from modelplane.api import oip_codec
 from modelplane.api.deps import tenant
+from modelplane.api.fastpath import Handler, Headers, Matcher, Result
 from modelplane.errors import ModelplaneError, NotFound, Unavailable
 from modelplane.serving.dataplane import DataPlane
 from modelplane.serving.manager import Deployed
@@ -87,6 +89,39 @@ async def infer(
         ],
         out,
     )
+
+
+def _match_infer(path: str) -> tuple[str, str | None] | None:
+    # /v2/models/{m}/infer  or  /v2/models/{m}/versions/{v}/infer
+    if not (path.startswith("/v2/models/") and path.endswith("/infer")):
+        return None
+    parts = path[11:-6].split("/")
+    if len(parts) == 1 and parts[0]:
+        return parts[0], None
+    if len(parts) == 3 and parts[1] == "versions" and parts[0] and parts[2]:
+        return parts[0], parts[2]
+    return None
+
+
+def fast_routes(dp: DataPlane) -> Matcher:
+    """The fast-path matcher for ``POST …/infer``."""
+
+    def match(method: str, path: str) -> Handler | None:
+        found = _match_infer(path) if method == "POST" else None
+        if found is None:
+            return None
+        model, version = found
+
+        def handle(headers: Headers, body: bytes, tenant_id: str) -> Awaitable[Result]:
+            hlen = headers.get(b"inference-header-content-length")
+            tmo = headers.get(b"x-request-timeout-ms")
+            return infer(dp, tenant_id, model, version, body,
+                         hlen.decode("latin-1") if hlen else None,
+                         tmo.decode("latin-1") if tmo else None)  # fmt: skip
+
+        return handle
+
+    return match
 
 
 def _active(dep: Deployed, version: str | None) -> Any:

@@ -296,10 +296,11 @@ class ModelManager:
 
     async def _start_replica(self, dep: Deployed, version: Version) -> Replica:
         path = await asyncio.to_thread(self._materialize, dep.tenant, version)
+        model = await asyncio.to_thread(self.registry.store.get_model, dep.tenant, version.model)
         options = {
             "intra_op_threads": dep.config.threads or self.settings.runtime_threads,
             "inter_op_threads": 1,
-            "task": "",
+            "task": model.task,
             "signature": version.signature.model_dump() if version.signature.inputs else None,
         }
         workers = [Worker(version.format, str(path), options) for _ in range(dep.config.instances)]
