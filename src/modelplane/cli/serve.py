@@ -15,12 +15,14 @@ EXAMPLE = "double"
 
 
 def register_example(settings: Settings) -> None:
-    """Register ``double`` (y = 2x, float32[batch, 4]) with alias ``production``, once."""
+    """Register ``double`` (y = 2x on float32[batch, 4]) as ``production`` and deploy it, once."""
     from modelplane.db import make_engine
     from modelplane.errors import NotFound
     from modelplane.examples import double_onnx
     from modelplane.registry import RegistryService, SqlRegistryStore, VersionMeta
     from modelplane.registry.tables import DEFAULT_TENANT
+    from modelplane.schemas.serving import DeploymentConfig
+    from modelplane.serving.store import DeploymentStore
     from modelplane.storage import BlobStore
 
     engine = make_engine(settings.resolved_database_url())
@@ -44,6 +46,8 @@ def register_example(settings: Settings) -> None:
     meta = VersionMeta(format="onnx", description="built by modelplane serve --example")
     v = svc.finish_upload(DEFAULT_TENANT, EXAMPLE, writer, "double.onnx", meta, "modelplane")
     svc.store.set_alias(DEFAULT_TENANT, EXAMPLE, "production", v.version, "modelplane")
+    config = DeploymentConfig(max_batch_size=64, max_batch_delay_ms=0).model_dump()
+    DeploymentStore(engine).create(DEFAULT_TENANT, EXAMPLE, f"{EXAMPLE}@production", config)
     engine.dispose()
     log.info("registered example model %s@%d", EXAMPLE, v.version)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from email.message import Message
 from pathlib import Path
@@ -14,8 +15,9 @@ import httpx
 from pydantic import BaseModel
 
 from modelplane.client.packing import pack_directory
-from modelplane.errors import InvalidInput, ModelplaneError, error_for_status
+from modelplane.errors import InvalidInput, ModelplaneError, Unavailable, error_for_status
 from modelplane.schemas.registry import Alias, AliasEvent, Lineage, Model, Version
+from modelplane.schemas.serving import Deployment
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
 T = TypeVar("T", bound=BaseModel)
@@ -287,3 +289,41 @@ class Client:
     def alias_history(self, model: str, alias: str | None = None) -> Iterator[AliasEvent]:
         pages = self._pages(f"/models/{model}/alias-history", "events", {"alias": alias})
         return (AliasEvent.model_validate(e) for e in pages)
+
+    # -- deployments ---------------------------------------------------------
+    def deploy(self, name: str, model: str, **config: Any) -> Deployment:
+        """Serve ``model`` (``name``, ``name@3`` or ``name@alias``) as deployment ``name``.
+
+        ``config``: max_batch_size, max_batch_delay_ms, max_queue, timeout_ms, instances, threads.
+        """
+        return self._get(
+            Deployment, "POST", "/deployments", json={"name": name, "model": model, **config}
+        )
+
+    def get_deployment(self, name: str) -> Deployment:
+        return self._get(Deployment, "GET", f"/deployments/{name}")
+
+    def list_deployments(self) -> list[Deployment]:
+        body = self._call("GET", "/deployments").json()
+        return [Deployment.model_validate(d) for d in body["deployments"]]
+
+    def update_deployment(self, name: str, **changes: Any) -> Deployment:
+        return self._get(Deployment, "PATCH", f"/deployments/{name}", json=changes)
+
+    def delete_deployment(self, name: str) -> None:
+        self._call("DELETE", f"/deployments/{name}")
+
+    def wait_ready(self, name: str, timeout: float = 120.0) -> Deployment:
+        """Poll until the deployment serves (raises Unavailable if it failed or timed out)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            dep = self.get_deployment(name)
+            if dep.state == "ready":
+                return dep
+            if dep.state == "failed":
+                raise Unavailable(f"deployment {name!r} failed: {dep.reason}")
+            if time.monotonic() > deadline:
+                raise Unavailable(
+                    f"deployment {name!r} not ready after {timeout:.0f} s ({dep.state})"
+                )
+            time.sleep(0.1)
