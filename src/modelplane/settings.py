@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     max_json_bytes: int = Field(default=1024**2, gt=0, description="Cap on JSON metadata bodies.")
     blob_gc_grace_seconds: float = Field(default=3600.0, ge=0)
     runtime_threads: int = Field(default=1, ge=1, description="Default threads per model worker.")
+    shm_arena_bytes: int = Field(
+        default=64 * 1024**2, ge=0, description="Shared memory per worker and direction (0: off)."
+    )
     load_timeout_seconds: float = Field(default=300.0, gt=0)
     drain_seconds: float = Field(default=30.0, ge=0, description="Wait for a retired replica.")
     alias_poll_seconds: float = Field(default=2.0, gt=0, description="Check followed aliases.")

@@ -8,12 +8,14 @@ deadlines and (later) auth and metrics live here and below, once.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from modelplane.errors import BadRequest
+from modelplane.errors import BadRequest, InvalidInput, NotFound
+from modelplane.registry.names import ModelRef, check_alias, parse_ref
 from modelplane.runtimes.base import Arrays
 from modelplane.schemas.registry import Signature, TensorSpec
 from modelplane.serving.manager import Deployed, ModelManager
@@ -80,6 +82,16 @@ class DataPlane:
 
     def deployment(self, tenant: str, name: str) -> Deployed:
         return self.manager.lookup(tenant, name)
+
+    async def version_for_label(self, tenant: str, name: str, label: str) -> int:
+        """The version that alias ``label`` of the deployment's model points to (404 if none)."""
+        model = parse_ref(self.manager.lookup(tenant, name).model).model
+        try:
+            ref = ModelRef(model, alias=check_alias(label))
+        except InvalidInput as exc:
+            raise NotFound(f"label {label!r} of model {name!r} not found") from exc
+        version = await asyncio.to_thread(self.manager.registry.store.get_version, tenant, ref)
+        return version.version
 
     async def infer(
         self, tenant: str, name: str, version: int | None, request: InferenceRequest

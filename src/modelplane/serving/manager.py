@@ -303,7 +303,10 @@ class ModelManager:
             "task": model.task,
             "signature": version.signature.model_dump() if version.signature.inputs else None,
         }
-        workers = [Worker(version.format, str(path), options) for _ in range(dep.config.instances)]
+        arena = self.settings.shm_arena_bytes
+        workers = [
+            Worker(version.format, str(path), options, arena) for _ in range(dep.config.instances)
+        ]
         results = await asyncio.gather(
             *(w.start(self.settings.load_timeout_seconds) for w in workers), return_exceptions=True
         )
@@ -342,7 +345,7 @@ class ModelManager:
     async def _restart(self, dep: Deployed, replica: Replica, dead: Worker) -> None:
         delay = 0.1
         while not (replica.retired or dep.deleted):
-            worker = Worker(dead.fmt, dead.artifact_dir, dead.options)
+            worker = Worker(dead.fmt, dead.artifact_dir, dead.options, dead.arena_bytes)
             try:
                 await worker.start(self.settings.load_timeout_seconds)
             except LoadFailed as exc:

@@ -17,7 +17,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from modelplane.serving.ipc import PREFIX, decode, encode
+from modelplane.serving.ipc import PREFIX, Arena, decode, encode
 
 log = logging.getLogger("modelplane.worker")
 
@@ -35,9 +35,13 @@ def _read_exact(sock: socket.socket, n: int) -> bytes:
 
 
 def _send(
-    sock: socket.socket, header: dict[str, Any], arrays: dict[str, Any] | None = None
+    sock: socket.socket,
+    header: dict[str, Any],
+    arrays: dict[str, Any] | None = None,
+    arena: Arena | None = None,
 ) -> None:
-    sock.sendmsg(encode(header, arrays))
+    # sendall, not sendmsg: a blocking sendmsg may write only part of a large frame.
+    sock.sendall(b"".join(encode(header, arrays, arena)))
 
 
 def _load(msg: dict[str, Any]) -> Any:
@@ -54,23 +58,31 @@ def _load(msg: dict[str, Any]) -> Any:
 
 def serve(sock: socket.socket) -> None:
     runtime: Any = None
+    inbox: Arena | None = None  # gateway -> worker
+    outbox: Arena | None = None  # worker -> gateway
     while True:
         try:
             hlen, plen = PREFIX.unpack(_read_exact(sock, PREFIX.size))
-            header, arrays = decode(_read_exact(sock, hlen), _read_exact(sock, plen))
+            header, arrays = decode(_read_exact(sock, hlen), _read_exact(sock, plen), inbox)
         except EOFError:
             return
         rid, op = header.get("id"), header.get("op")
+        # The gateway allows the outbox only when it has consumed every earlier answer.
+        out = outbox if header.get("shm") else None
         try:
             if op == "predict":
                 outputs = runtime.predict(arrays)
-                _send(sock, {"id": rid, "ok": True}, outputs)
+                _send(sock, {"id": rid, "ok": True}, outputs, out)
             elif op == "load":
+                if header.get("arenas"):
+                    inbox, outbox = (Arena.attach(n) for n in header["arenas"])
                 started = time.perf_counter()
                 runtime = _load(header)
                 sig = runtime.metadata().model_dump()
                 took = time.perf_counter() - started
                 _send(sock, {"id": rid, "ok": True, "signature": sig, "load_seconds": took})
+            elif op == "echo":  # measures the transport alone (bench/ipc.py)
+                _send(sock, {"id": rid, "ok": True}, arrays, out)
             elif op == "stop":
                 _send(sock, {"id": rid, "ok": True})
                 return

@@ -18,7 +18,7 @@ from typing import Any
 
 from modelplane.errors import InvalidInput, Unavailable
 from modelplane.runtimes.base import Arrays
-from modelplane.serving.ipc import PREFIX, decode, encode
+from modelplane.serving.ipc import PREFIX, Arena, decode, encode
 
 
 class LoadFailed(Exception):
@@ -26,7 +26,9 @@ class LoadFailed(Exception):
 
 
 class Worker:
-    def __init__(self, fmt: str, artifact_dir: str, options: dict[str, Any]) -> None:
+    def __init__(
+        self, fmt: str, artifact_dir: str, options: dict[str, Any], arena_bytes: int = 0
+    ) -> None:
         self.fmt = fmt
         self.artifact_dir = artifact_dir
         self.options = options
@@ -40,6 +42,9 @@ class Worker:
         self._reader_task: asyncio.Task[None] | None = None
         self.on_exit: Callable[[Worker], None] | None = None
         self.stopping = False
+        self.arena_bytes = arena_bytes
+        self._outbox: Arena | None = None  # gateway -> worker
+        self._inbox: Arena | None = None  # worker -> gateway
 
     @property
     def pid(self) -> int | None:
@@ -50,6 +55,11 @@ class Worker:
         return not self.exited.is_set() and self.proc is not None
 
     async def start(self, timeout: float) -> None:
+        if self.arena_bytes > 0:
+            self._outbox, self._inbox = (
+                Arena.create(self.arena_bytes),
+                Arena.create(self.arena_bytes),
+            )
         parent, child = socket.socketpair()
         try:
             # Popen (fork+exec) returns in a few ms; the slow part, loading, is awaited.
@@ -71,6 +81,7 @@ class Worker:
                         "format": self.fmt,
                         "artifact_dir": self.artifact_dir,
                         "options": self.options,
+                        "arenas": self._arena_names(),
                     }
                 ),
                 timeout,
@@ -86,6 +97,11 @@ class Worker:
         self.signature = header["signature"]
         self.load_seconds = float(header.get("load_seconds", 0.0))
 
+    def _arena_names(self) -> list[str] | None:
+        if self._outbox is None or self._inbox is None:
+            return None
+        return [self._outbox.name, self._inbox.name]
+
     async def _call(
         self, header: dict[str, Any], arrays: Arrays | None = None
     ) -> tuple[dict[str, Any], Arrays]:
@@ -95,8 +111,12 @@ class Worker:
         fut: asyncio.Future[tuple[dict[str, Any], Arrays]] = (
             asyncio.get_running_loop().create_future()
         )
+        # Shared memory only when nothing else is in flight: the worker has read every
+        # earlier request and we have copied out every earlier answer.
+        alone = not self._pending and self._outbox is not None
         self._pending[rid] = fut
-        self._writer.writelines(encode({**header, "id": rid}, arrays))
+        frame = encode({**header, "id": rid, "shm": alone}, arrays, self._outbox if alone else None)
+        self._writer.writelines(frame)
         if self._writer.transport.get_write_buffer_size() > 1 << 20:
             await self._writer.drain()
         try:
@@ -112,13 +132,18 @@ class Worker:
             )
         return out
 
+    async def echo(self, arrays: Arrays) -> Arrays:
+        """Send arrays to the worker and back, without touching the model."""
+        _, out = await self._call({"op": "echo"}, arrays)
+        return out
+
     async def _read_loop(self, reader: asyncio.StreamReader) -> None:
         try:
             while True:
                 hlen, plen = PREFIX.unpack(await reader.readexactly(PREFIX.size))
                 head = await reader.readexactly(hlen)
                 payload = await reader.readexactly(plen) if plen else b""
-                header, arrays = decode(head, payload)
+                header, arrays = decode(head, payload, self._inbox, copy_shared=True)
                 fut = self._pending.get(header.get("id", -1))
                 if fut is not None and not fut.done():
                     fut.set_result((header, arrays))
@@ -130,6 +155,9 @@ class Worker:
                 if not fut.done():
                     fut.set_exception(Unavailable("model worker exited", retry_after=1))
             self._pending.clear()
+            for arena in (self._outbox, self._inbox):
+                if arena is not None:
+                    arena.close()
             if self.proc is not None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     await asyncio.to_thread(self.proc.wait, 5)
