@@ -13,7 +13,7 @@ from typing import Any
 
 from modelplane.errors import InvalidInput
 from modelplane.schemas.registry import FORMATS, Signature, TensorSpec
-from modelplane.storage.archives import ArchiveInfo
+from modelplane.storage.archives import ArchiveInfo, normalize_member
 
 _ZIP_FORMATS = {
     "skops": "a skops file",
@@ -56,10 +56,13 @@ def _onnx_bytes(packaging: str, path: Path, archive: ArchiveInfo | None) -> byte
     name = next((n for n in candidates if Path(n).name == "model.onnx"), candidates[0])
     if packaging == "zip":
         with zipfile.ZipFile(path) as zf:
-            return zf.read(name)
+            for info in zf.infolist():
+                if not info.is_dir() and normalize_member(info.filename) == name:
+                    return zf.read(info)
+        raise InvalidInput(f"cannot read {name!r} from the archive")
     with tarfile.open(path, "r:*") as tf:
         for member in tf:
-            if member.isfile() and member.name.lstrip("./") == name:
+            if member.isfile() and normalize_member(member.name) == name:
                 fh = tf.extractfile(member)
                 if fh is not None:
                     return fh.read()

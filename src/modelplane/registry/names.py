@@ -10,11 +10,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from modelplane.errors import InvalidInput
+from modelplane.errors import InvalidInput, NotFound
 
 # ASCII only: re.ASCII keeps \d from matching other scripts' digits.
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}", re.ASCII)
 LATEST = "latest"
+MAX_VERSION = 2**31 - 1  # the INTEGER column on every backend
 
 
 def check_name(value: str, what: str = "name") -> str:
@@ -58,6 +59,8 @@ def parse_selector(model: str, selector: str | None) -> ModelRef:
         number = int(selector)
         if number < 1:
             raise InvalidInput(f"invalid version {selector!r}: versions start at 1")
+        if number > MAX_VERSION:
+            raise NotFound(f"version {selector} of model {model!r} not found")
         return ModelRef(model, version=number)
     return ModelRef(model, alias=check_name(selector, "alias"))
 

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from modelplane.db import utcnow, writer
 from modelplane.errors import BadRequest, Conflict, NotFound
-from modelplane.registry.names import ModelRef, parse_ref
+from modelplane.registry.names import MAX_VERSION, ModelRef, parse_ref
 from modelplane.registry.store import RegistryStore
 from modelplane.registry.tables import AliasEventRow, AliasRow, ModelRow, ParentLink, VersionRow
 from modelplane.schemas.registry import (
@@ -91,8 +91,10 @@ class SqlRegistryStore(RegistryStore):
         model = self._model_row(s, tenant, ref.model)
         q = select(VersionRow).where(VersionRow.model_id == model.id)
         if ref.version is not None:
-            q = q.where(VersionRow.number == ref.version)
             missing = f"version {ref.version} of model {ref.model!r} not found"
+            if not 1 <= ref.version <= MAX_VERSION:
+                raise NotFound(missing)
+            q = q.where(VersionRow.number == ref.version)
         elif ref.alias is not None:
             q = q.join(AliasRow, AliasRow.version_id == VersionRow.id).where(
                 AliasRow.model_id == model.id, AliasRow.name == ref.alias
@@ -194,8 +196,7 @@ class SqlRegistryStore(RegistryStore):
         )
         q: Select[Any] = select(ModelRow, latest).where(ModelRow.tenant == tenant)
         if prefix:
-            # Range scan on the (tenant, name) index; names are ASCII so '\x7f' bounds them.
-            q = q.where(ModelRow.name >= prefix, ModelRow.name < prefix + "\x7f")
+            q = q.where(ModelRow.name.startswith(prefix, autoescape=True))
         if tag:
             q = q.where(_tag_filter(ModelRow.tags, tag))
         if task:
@@ -431,6 +432,8 @@ class SqlRegistryStore(RegistryStore):
                 .order_by(AliasEventRow.id)
             ).all()
             # Replay the history as a stack: set/move push, rollback pops, delete clears.
+            # Versions deleted since are skipped: rollback goes to the nearest one left.
+            alive = set(s.scalars(select(VersionRow.number).where(VersionRow.model_id == mrow.id)))
             stack: list[int] = []
             for action, to in events:
                 if action in ("set", "move") and to is not None:
@@ -439,6 +442,9 @@ class SqlRegistryStore(RegistryStore):
                     stack.pop()
                 elif action == "delete":
                     stack.clear()
+            stack = [v for v in stack if v in alive]
+            while len(stack) >= 2 and stack[-2] == stack[-1]:
+                stack.pop(-2)
             if len(stack) < 2:
                 raise Conflict(f"alias {alias!r} has no earlier target to roll back to")
             return self._move(s, mrow, alias, stack[-2], actor, "rollback")

@@ -7,9 +7,11 @@ Sizes and member counts are capped so an archive bomb is refused up front.
 
 from __future__ import annotations
 
+import lzma
 import shutil
 import tarfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -27,7 +29,7 @@ class ArchiveInfo:
         return sum(self.files.values())
 
 
-def _check_member(name: str) -> str:
+def normalize_member(name: str) -> str:
     p = PurePosixPath(name)
     if p.is_absolute() or "\\" in name or any(part == ".." for part in p.parts) or not name:
         raise InvalidInput(f"archive member {name!r} escapes the artifact directory")
@@ -45,7 +47,7 @@ def inspect_archive(path: Path, packaging: str, max_bytes: int, max_members: int
                 for count, m in enumerate(tf, start=1):
                     if count > max_members:
                         raise InvalidInput(f"archive has more than {max_members} members")
-                    name = _check_member(m.name)
+                    name = normalize_member(m.name)
                     if m.isdir():
                         continue
                     if not m.isfile():
@@ -64,7 +66,7 @@ def inspect_archive(path: Path, packaging: str, max_bytes: int, max_members: int
                 if len(infos) > max_members:
                     raise InvalidInput(f"archive has more than {max_members} members")
                 for zi in infos:
-                    name = _check_member(zi.filename)
+                    name = normalize_member(zi.filename)
                     if zi.is_dir():
                         continue
                     if (zi.external_attr >> 16) & 0o170000 == 0o120000:
@@ -75,7 +77,14 @@ def inspect_archive(path: Path, packaging: str, max_bytes: int, max_members: int
                         raise InvalidInput(f"archive unpacks to more than {max_bytes} bytes")
         else:
             raise InvalidInput(f"unknown packaging {packaging!r}; expected one of {PACKAGINGS}")
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
+    except (
+        tarfile.TarError,
+        zipfile.BadZipFile,
+        EOFError,
+        OSError,
+        lzma.LZMAError,
+        zlib.error,
+    ) as exc:
         raise InvalidInput(f"artifact is not a valid {packaging} archive: {exc}") from exc
     if not files:
         raise InvalidInput("archive contains no files")
@@ -92,7 +101,7 @@ def extract_archive(path: Path, packaging: str, dest: Path) -> None:
         else:
             with zipfile.ZipFile(path) as zf:
                 for zi in zf.infolist():
-                    name = _check_member(zi.filename)
+                    name = normalize_member(zi.filename)
                     if zi.is_dir() or not name:
                         continue
                     target = dest / name
