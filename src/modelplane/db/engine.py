@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import orjson
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
@@ -13,9 +14,16 @@ from sqlalchemy.engine import make_url
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine tuned for the backend: SQLite gets WAL, foreign keys and IMMEDIATE writes."""
     parsed = make_url(url)
+    # JSON columns (tags, params, signatures, …) are decoded on every read: orjson is faster.
+    kwargs.setdefault("json_serializer", _dumps)
+    kwargs.setdefault("json_deserializer", orjson.loads)
     if parsed.get_backend_name() != "sqlite":
         kwargs.setdefault("pool_pre_ping", True)
         kwargs.setdefault("pool_size", 10)
