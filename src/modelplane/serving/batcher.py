@@ -57,6 +57,8 @@ class Batcher:
         self.stats = BatchStats()
         self.in_flight = 0
         self._ready = asyncio.Event()  # queue not empty
+        self._full = asyncio.Event()  # a whole batch is waiting: stop waiting for more
+        self._queued_rows = 0
         self._tasks: dict[Worker, asyncio.Task[None]] = {}
         self._idle = asyncio.Event()
         self._idle.set()
@@ -78,6 +80,9 @@ class Batcher:
                 loop.time() + (deadline - time.monotonic()), _expire, item.future
             )
         self.queue.append(item)
+        self._queued_rows += rows
+        if self._queued_rows >= self.max_batch_size:
+            self._full.set()
         self._idle.clear()
         self._ready.set()
         try:
@@ -112,6 +117,7 @@ class Batcher:
             item = self.queue.popleft()
             if not item.future.done():
                 item.future.set_exception(Unavailable(reason, retry_after=1))
+        self._queued_rows = 0
 
     # -- dispatching ---------------------------------------------------------
     async def _dispatch(self, worker: Worker) -> None:
@@ -122,10 +128,12 @@ class Batcher:
                     self._idle.set()
                 await self._ready.wait()
                 continue
-            if self.max_delay > 0 and self._queued_rows() < self.max_batch_size:
+            if self.max_delay > 0 and self._queued_rows < self.max_batch_size:
                 wait = self.queue[0].enqueued + self.max_delay - time.monotonic()
                 if wait > 0:
-                    await asyncio.sleep(wait)
+                    self._full.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._full.wait(), wait)
             batch = self._take()
             if batch:
                 self.in_flight += 1
@@ -134,14 +142,6 @@ class Batcher:
                 finally:
                     self.in_flight -= 1
 
-    def _queued_rows(self) -> int:
-        total = 0
-        for item in self.queue:
-            total += item.rows
-            if total >= self.max_batch_size:
-                break
-        return total
-
     def _take(self) -> list[_Item]:
         batch: list[_Item] = []
         rows = 0
@@ -149,10 +149,12 @@ class Batcher:
             item = self.queue[0]
             if item.future.done():  # cancelled by its client, or its deadline passed
                 self.queue.popleft()
+                self._queued_rows -= item.rows
                 continue
             if batch and (item.key != batch[0].key or rows + item.rows > self.max_batch_size):
                 break
             self.queue.popleft()
+            self._queued_rows -= item.rows
             batch.append(item)
             rows += item.rows
         return batch
