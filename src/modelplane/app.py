@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from modelplane import __version__
-from modelplane.api import deployments, errors, models, oip
+from modelplane.api import deployments, errors, models, oip, openai, tfserving
 from modelplane.api.fastpath import FastPath
 from modelplane.db import make_engine, upgrade
 from modelplane.registry import RegistryService, SqlRegistryStore
@@ -63,11 +63,17 @@ def create_app(settings: Settings | None = None) -> FastPath:
     app.include_router(models.router)
     app.include_router(deployments.router)
     app.include_router(oip.router)
+    app.include_router(openai.router)
+    app.include_router(tfserving.router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> JSONResponse:
         return JSONResponse({"status": "ok", "version": __version__})
 
     # Each inference protocol plugs its hot routes into the fast path.
-    fast = [oip.fast_routes(dataplane)]
+    fast = [
+        oip.fast_routes(dataplane),
+        tfserving.fast_routes(dataplane),
+        openai.fast_routes(dataplane),
+    ]
     return FastPath(app, fast, settings.max_infer_bytes)

@@ -198,6 +198,12 @@ class Client:
             if packed:
                 packed.unlink(missing_ok=True)
 
+    def upload_sklearn(self, model: str, estimator: Any, sample_X: Any, **meta: Any) -> Version:
+        """Convert a fitted scikit-learn estimator to ONNX (skl2onnx) and upload it."""
+        from modelplane.client.sklearn import upload_sklearn
+
+        return upload_sklearn(self, model, estimator, sample_X, **meta)
+
     def get_version(self, ref: str) -> Version:
         """``ref`` is ``name``, ``name@3`` or ``name@alias``."""
         return self._get(Version, "GET", f"/resolve/{ref}")

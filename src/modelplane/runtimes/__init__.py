@@ -14,6 +14,10 @@ from modelplane.runtimes.base import Arrays, Runtime, RuntimeOptions
 RUNTIMES: dict[str, str] = {
     "onnx": "modelplane.runtimes.onnx:OnnxRuntime",
     "sklearn_onnx": "modelplane.runtimes.onnx:OnnxRuntime",
+    "torchscript": "modelplane.runtimes.torchscript:TorchScriptRuntime",
+    "torch_export": "modelplane.runtimes.torch_export:TorchExportRuntime",
+    "skops": "modelplane.runtimes.skops:SkopsRuntime",
+    "transformers": "modelplane.runtimes.transformers:TransformersRuntime",
 }
 
 

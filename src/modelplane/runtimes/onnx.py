@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from modelplane.errors import InvalidInput
 from modelplane.runtimes.base import Arrays, Runtime, RuntimeOptions, single_file
 from modelplane.schemas.registry import Signature, TensorSpec
 
@@ -30,6 +31,15 @@ def _spec(arg: object) -> TensorSpec:
     shape = [d if isinstance(d, int) and d >= 0 else -1 for d in getattr(arg, "shape", []) or []]
     dtype = _ORT_TYPES.get(str(getattr(arg, "type", "")), "unknown")
     return TensorSpec(name=str(getattr(arg, "name", "")), dtype=dtype, shape=shape)
+
+
+def _text(arr: np.ndarray) -> np.ndarray:
+    """onnxruntime takes str for string tensors (bytes would become "b'…'")."""
+    try:
+        out = [x.decode() if isinstance(x, bytes) else x for x in arr.ravel().tolist()]
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"a string input is not valid UTF-8: {exc}") from exc
+    return np.array(out, dtype=object).reshape(arr.shape)
 
 
 class OnnxRuntime(Runtime):
@@ -59,5 +69,6 @@ class OnnxRuntime(Runtime):
         return self._sig
 
     def predict(self, inputs: Arrays) -> Arrays:
+        inputs = {k: _text(v) if v.dtype == object else v for k, v in inputs.items()}
         results = self.session.run(self._output_names, inputs)  # type: ignore[attr-defined]
         return {name: np.asarray(r) for name, r in zip(self._output_names, results, strict=True)}

@@ -64,7 +64,8 @@ class Arena:
 
 def _encode_objects(arr: np.ndarray) -> tuple[str, bytes]:
     items = arr.ravel().tolist()
-    kind = "str" if items and isinstance(items[0], str) else "bytes"
+    # One kind per array: all str stays str; anything else travels as bytes.
+    kind = "str" if all(isinstance(x, str) for x in items) else "bytes"
     parts = []
     for item in items:
         raw = item.encode() if isinstance(item, str) else bytes(item)
