@@ -14,8 +14,14 @@ from starlette.requests import ClientDisconnect
 from modelplane.api.deps import actor, registry, tenant
 from modelplane.api.upload import read_upload
 from modelplane.errors import BadRequest, InvalidInput, NotFound, PayloadTooLarge
-from modelplane.registry.names import check_alias, check_name, parse_ref, parse_selector
-from modelplane.registry.service import RegistryService, Tags, parse_meta
+from modelplane.registry.names import (
+    MAX_VERSION,
+    check_alias,
+    check_name,
+    parse_ref,
+    parse_selector,
+)
+from modelplane.registry.service import Metrics, RegistryService, Tags, parse_meta
 from modelplane.schemas.registry import Alias, AliasEvent, Lineage, Model, Version
 
 router = APIRouter(prefix="/api/v1", tags=["registry"])
@@ -59,7 +65,7 @@ class ModelUpdate(BaseModel):
 
 class VersionUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    metrics: dict[str, float] | None = None
+    metrics: Metrics | None = None
     tags: Tags | None = None
     remove_tags: list[str] | None = None
     description: str | None = Field(default=None, max_length=10_000)
@@ -67,7 +73,7 @@ class VersionUpdate(BaseModel):
 
 class AliasSet(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=MAX_VERSION)
 
 
 class ModelPage(BaseModel):

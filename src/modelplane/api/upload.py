@@ -47,6 +47,10 @@ class _Collector:
         self.part = _Part()
         self._hname = b""
         self._hvalue = b""
+        self.ended = False
+
+    def on_end(self) -> None:
+        self.ended = True
 
     def on_part_begin(self) -> None:
         self.part = _Part()
@@ -115,6 +119,7 @@ async def read_upload(
             "on_header_value": c.on_header_value,
             "on_header_end": c.on_header_end,
             "on_headers_finished": c.on_headers_finished,
+            "on_end": c.on_end,
         },
     )
 
@@ -129,6 +134,8 @@ async def read_upload(
             parser.write(chunk)
             await flush(False)
         parser.finalize()
+        if not c.ended:
+            raise BadRequest("malformed multipart body: it ends before its closing boundary")
         await flush(True)
     except BaseException as exc:
         if c.writer is not None:

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from modelplane.errors import InvalidInput
+from modelplane.errors import InvalidInput, NotFound
 from modelplane.registry.inspect import check_format, inspect_artifact
 from modelplane.registry.names import ModelRef, check_name, parse_ref
 from modelplane.registry.store import RegistryStore
@@ -43,6 +43,7 @@ def check_tags(tags: dict[str, str]) -> dict[str, str]:
 
 
 Tags = Annotated[dict[str, str], AfterValidator(check_tags)]
+Metrics = dict[str, Annotated[float, Field(allow_inf_nan=False)]]
 
 
 class VersionMeta(BaseModel):
@@ -54,7 +55,7 @@ class VersionMeta(BaseModel):
     packaging: str | None = None
     signature: Signature | None = None
     params: dict[str, Any] = Field(default_factory=dict)
-    metrics: dict[str, float] = Field(default_factory=dict)
+    metrics: Metrics = Field(default_factory=dict)
     tags: Tags = Field(default_factory=dict)
     description: str = Field(default="", max_length=10_000)
     parents: list[str] = Field(default_factory=list, max_length=100)
@@ -155,6 +156,11 @@ class RegistryService:
                     self.settings.max_archive_members,
                 )
             inferred = inspect_artifact(meta.format, packaging, writer.temp_path, archive)
+            for ref in meta.parents:  # before the commit, so a bad parent stores nothing
+                try:
+                    self.store.get_version(tenant, parse_ref(ref))
+                except NotFound as exc:
+                    raise InvalidInput(f"parent {ref!r}: {exc.message}") from exc
             size = writer.size
             digest = writer.commit()
         except BaseException:

@@ -38,9 +38,12 @@ def decode_token(token: str | None) -> Any:
     if not token:
         return None
     try:
-        return json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        key = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
     except ValueError as exc:
         raise BadRequest("invalid page_token") from exc
+    if isinstance(key, bool) or (isinstance(key, int) and not 0 <= key <= MAX_VERSION):
+        raise BadRequest("invalid page_token")
+    return key
 
 
 def _tag_filter(column: Any, tag: str) -> Any:
