@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,9 +11,13 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from modelplane import __version__
-from modelplane.api import deployments, errors, models, oip, openai, tfserving
+from modelplane.api import datasets, deployments, errors, jobs, models, oip, openai, tfserving
 from modelplane.api.fastpath import FastPath
+from modelplane.datasets import DatasetService, DatasetStore
 from modelplane.db import make_engine, upgrade
+from modelplane.jobs.runner import Runner
+from modelplane.jobs.service import JobService
+from modelplane.jobs.store import JobStore
 from modelplane.registry import RegistryService, SqlRegistryStore
 from modelplane.serving.dataplane import DataPlane
 from modelplane.serving.manager import ModelManager
@@ -36,17 +41,26 @@ def create_app(settings: Settings | None = None) -> FastPath:
     blobs = BlobStore(settings.resolved_store_path())
     blobs.clean_tmp(min_age_seconds=60)
     registry = RegistryService(SqlRegistryStore(engine), blobs, settings)
+    dataset_service = DatasetService(DatasetStore(engine), blobs, settings)
     manager = ModelManager(registry, DeploymentStore(engine), settings)
     dataplane = DataPlane(manager)
+    job_store = JobStore(engine)
+    runner = Runner(job_store, settings) if settings.job_slots > 0 else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await manager.start()
+        if runner is not None:
+            runner.start()
         try:
             yield
         finally:
-            await manager.stop()
-            engine.dispose()
+            try:
+                if runner is not None:
+                    await asyncio.to_thread(runner.stop)
+            finally:
+                await manager.stop()
+                engine.dispose()
 
     app = FastAPI(
         title="modelplane",
@@ -59,8 +73,12 @@ def create_app(settings: Settings | None = None) -> FastPath:
     app.state.registry = registry
     app.state.manager = manager
     app.state.dataplane = dataplane
+    app.state.datasets = dataset_service
+    app.state.jobs = JobService(job_store, registry, dataset_service, settings)
     errors.install(app)
     app.include_router(models.router)
+    app.include_router(datasets.router)
+    app.include_router(jobs.router)
     app.include_router(deployments.router)
     app.include_router(oip.router)
     app.include_router(openai.router)

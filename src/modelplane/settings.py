@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     shm_arena_bytes: int = Field(
         default=64 * 1024**2, ge=0, description="Shared memory per worker and direction (0: off)."
     )
+    job_slots: int = Field(default=1, ge=0, description="Jobs `serve` runs at once (0: none).")
+    job_poll_seconds: float = Field(default=1.0, gt=0)
+    job_stale_seconds: float = Field(default=30.0, gt=0, description="Requeue after silence.")
+    max_job_workers: int = Field(default=4, ge=1, description="Most data-parallel processes.")
     load_timeout_seconds: float = Field(default=300.0, gt=0)
     drain_seconds: float = Field(default=30.0, ge=0, description="Wait for a retired replica.")
     alias_poll_seconds: float = Field(default=2.0, gt=0, description="Check followed aliases.")

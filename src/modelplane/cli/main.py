@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from modelplane import __version__
-from modelplane.cli import deployments, registry, serve
+from modelplane.cli import datasets, deployments, jobs, registry, serve
 from modelplane.cli.output import err_console
 from modelplane.errors import ModelplaneError
 
@@ -22,8 +22,11 @@ app.add_typer(registry.models, name="models")
 app.add_typer(registry.versions, name="versions")
 app.add_typer(registry.aliases, name="aliases")
 app.add_typer(deployments.deployments, name="deployments")
+app.add_typer(datasets.datasets, name="datasets")
 app.add_typer(serve.db, name="db")
 app.command("deploy")(deployments.deploy)
+app.add_typer(jobs.jobs, name="jobs")
+app.command("worker")(jobs.worker)
 app.command("serve")(serve.serve)
 app.command("gc")(serve.gc)
 

@@ -176,8 +176,10 @@ def db_upgrade(
 
 
 def gc() -> None:
-    """Delete artifact blobs that no version references (after the grace period)."""
+    """Delete stored blobs that nothing references (after the grace period)."""
+    from modelplane.datasets.store import DatasetStore
     from modelplane.db import make_engine, upgrade
+    from modelplane.jobs.store import JobStore
     from modelplane.registry import RegistryService, SqlRegistryStore
     from modelplane.storage import BlobStore
 
@@ -187,6 +189,7 @@ def gc() -> None:
     svc = RegistryService(
         SqlRegistryStore(engine), BlobStore(settings.resolved_store_path()), settings
     )
-    removed = svc.collect_garbage()
+    held = DatasetStore(engine).referenced_blobs() | JobStore(engine).referenced_blobs()
+    removed = svc.collect_garbage(held)
     engine.dispose()
     typer.echo(f"removed {len(removed)} unreferenced blob(s)")

@@ -16,6 +16,8 @@ from pydantic import BaseModel
 
 from modelplane.client.packing import pack_directory
 from modelplane.errors import InvalidInput, ModelplaneError, Unavailable, error_for_status
+from modelplane.schemas.datasets import Dataset
+from modelplane.schemas.jobs import Job
 from modelplane.schemas.registry import Alias, AliasEvent, Lineage, Model, Version
 from modelplane.schemas.serving import Deployment
 
@@ -333,3 +335,82 @@ class Client:
                     f"deployment {name!r} not ready after {timeout:.0f} s ({dep.state})"
                 )
             time.sleep(0.1)
+
+    # -- datasets (implemented in client/datasets.py) ---------------------------
+    def upload_dataset(
+        self,
+        name: str,
+        path: str | os.PathLike[str],
+        format: str | None = None,
+        description: str = "",
+        tags: dict[str, str] | None = None,
+        progress: Progress | None = None,
+    ) -> Dataset:
+        """Upload a CSV/Parquet/NPZ/JSONL file, a zip of ``<class>/<image>``, or such a folder."""
+        from modelplane.client import datasets
+
+        return datasets.upload_dataset(self, name, path, format, description, tags, progress)
+
+    def list_datasets(self, prefix: str = "", page_size: int = 100) -> Iterator[Dataset]:
+        from modelplane.client import datasets
+
+        return datasets.list_datasets(self, prefix, page_size)
+
+    def get_dataset(self, name: str) -> Dataset:
+        from modelplane.client import datasets
+
+        return datasets.get_dataset(self, name)
+
+    def download_dataset(
+        self, name: str, dest: str | os.PathLike[str], progress: Progress | None = None
+    ) -> Path:
+        from modelplane.client import datasets
+
+        return datasets.download_dataset(self, name, dest, progress)
+
+    def delete_dataset(self, name: str) -> None:
+        from modelplane.client import datasets
+
+        datasets.delete_dataset(self, name)
+
+    # -- jobs ------------------------------------------------------------------
+    def submit_job(self, spec: dict[str, Any]) -> Job:
+        """Queue a job: ``{"kind": "train", "dataset": ..., ...}`` (see the README)."""
+        return self._get(Job, "POST", "/jobs", json=spec)
+
+    def get_job(self, job_id: str) -> Job:
+        return self._get(Job, "GET", f"/jobs/{job_id}")
+
+    def list_jobs(
+        self, state: str | None = None, kind: str | None = None, page_size: int = 100
+    ) -> Iterator[Job]:
+        params = {"state": state, "kind": kind, "limit": page_size}
+        return (Job.model_validate(j) for j in self._pages("/jobs", "jobs", params))
+
+    def cancel_job(self, job_id: str) -> Job:
+        return self._get(Job, "POST", f"/jobs/{job_id}/cancel")
+
+    def job_logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
+        """Log lines; with ``follow``, streamed until the job ends."""
+        if not follow:
+            body = self._call("GET", f"/jobs/{job_id}/logs").json()
+            yield from (line["line"] for line in body["lines"])
+            return
+        with self._http.stream(
+            "GET", f"/api/v1/jobs/{job_id}/logs", params={"follow": "true"}, timeout=None
+        ) as resp:
+            if not resp.is_success:
+                resp.read()
+                self._check(resp)
+            yield from resp.iter_lines()
+
+    def wait_job(self, job_id: str, timeout: float = 3600.0, poll: float = 0.5) -> Job:
+        """Poll until the job is succeeded, failed or cancelled."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.get_job(job_id)
+            if job.state in ("succeeded", "failed", "cancelled"):
+                return job
+            if time.monotonic() > deadline:
+                raise Unavailable(f"job {job_id} still {job.state} after {timeout:.0f} s")
+            time.sleep(poll)

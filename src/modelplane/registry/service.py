@@ -191,11 +191,13 @@ class RegistryService:
         version = self.store.get_version(tenant, ref)
         return version, self.blobs.open_path(version.artifact.sha256)
 
-    def collect_garbage(self) -> list[str]:
-        """Delete blobs no version references (after a grace period for in-flight uploads)."""
-        removed = self.blobs.collect(
-            self.store.referenced_blobs(), self.settings.blob_gc_grace_seconds
-        )
+    def collect_garbage(self, also_referenced: set[str] | None = None) -> list[str]:
+        """Delete blobs nothing references (after a grace period for in-flight uploads).
+
+        ``also_referenced``: blobs other owners hold (datasets, job checkpoints, outputs).
+        """
+        keep = self.store.referenced_blobs() | (also_referenced or set())
+        removed = self.blobs.collect(keep, self.settings.blob_gc_grace_seconds)
         if removed:
             log.info("removed %d unreferenced blob(s)", len(removed))
         return removed

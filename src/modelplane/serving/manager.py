@@ -13,9 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -39,7 +36,7 @@ from modelplane.serving.batcher import Batcher
 from modelplane.serving.store import DeploymentStore, StoredDeployment
 from modelplane.serving.workers import LoadFailed, Worker
 from modelplane.settings import Settings
-from modelplane.storage.archives import extract_archive
+from modelplane.storage.materialize import materialize
 
 log = logging.getLogger("modelplane.serving")
 
@@ -372,31 +369,8 @@ class ModelManager:
                 await self._retire(replica)
 
     def _materialize(self, tenant: str, version: Version) -> Path:
-        """Unpack (or link) the artifact into the cache, atomically; reused across loads."""
-        sha = version.artifact.sha256
-        final = self.cache_dir / sha
-        if final.is_dir():
-            return final
-        _, blob = self.registry.artifact_path(
-            tenant, parse_ref(f"{version.model}@{version.version}")
-        )
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=self.cache_dir, prefix=".tmp-"))
-        try:
-            if version.artifact.packaging == "file":
-                target = tmp / "content" / version.artifact.filename
-                target.parent.mkdir()
-                try:
-                    os.link(blob, target)
-                except OSError:
-                    shutil.copyfile(blob, target)
-            else:
-                extract_archive(blob, version.artifact.packaging, tmp / "content")
-            try:
-                (tmp / "content").rename(final)
-            except OSError:
-                if not final.is_dir():
-                    raise  # otherwise another load won the race with the same content
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return final
+        """Unpack (or link) the artifact into the cache; reused across loads."""
+        ref = parse_ref(f"{version.model}@{version.version}")
+        _, blob = self.registry.artifact_path(tenant, ref)
+        a = version.artifact
+        return materialize(blob, a.sha256, a.packaging, a.filename, self.cache_dir)

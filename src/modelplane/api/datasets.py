@@ -1,0 +1,129 @@
+"""Dataset routes under /api/v1/datasets: upload, list, show, download, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import anyio.to_thread
+import orjson
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import FileResponse
+from starlette.requests import ClientDisconnect
+
+from modelplane.api.deps import actor, tenant
+from modelplane.api.upload import read_upload
+from modelplane.datasets.service import DatasetService, check_dataset_name, parse_meta
+from modelplane.errors import BadRequest, InvalidInput, PayloadTooLarge
+from modelplane.schemas.datasets import FORMATS, Dataset, DatasetPage
+
+router = APIRouter(prefix="/api/v1", tags=["datasets"])
+
+# The download name's extension, by format.
+_EXTENSIONS = {"csv": "csv", "parquet": "parquet", "npz": "npz", "jsonl": "jsonl", "images": "zip"}
+
+
+def datasets(request: Request) -> DatasetService:
+    svc: DatasetService = request.app.state.datasets
+    return svc
+
+
+Svc = Annotated[DatasetService, Depends(datasets)]
+Tenant = Annotated[str, Depends(tenant)]
+Actor = Annotated[str, Depends(actor)]
+
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file", "name"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "name": {"type": "string"},
+                        "format": {
+                            "type": "string",
+                            "enum": list(FORMATS),
+                            "description": "default: from the file extension",
+                        },
+                        "description": {"type": "string"},
+                        "tags": {"type": "string", "description": "JSON object"},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post("/datasets", status_code=201, openapi_extra=_UPLOAD_BODY)
+async def upload_dataset(request: Request, svc: Svc, t: Tenant, who: Actor) -> Dataset:
+    """Upload a file (multipart ``file`` + ``name``); its schema is inferred before it is kept."""
+    limit = svc.settings.max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit + svc.settings.max_json_bytes:
+        raise PayloadTooLarge(f"upload of {declared} bytes exceeds the limit of {limit} bytes")
+    try:
+        up = await read_upload(
+            request.headers.get("content-type", ""),
+            request.stream(),
+            svc.new_writer,
+            svc.settings.max_json_bytes,
+        )
+    except ClientDisconnect as exc:
+        raise BadRequest("client disconnected during the upload") from exc
+    writer = up.writer
+    if writer is None:
+        raise InvalidInput("no dataset: send the file as a multipart part named 'file'")
+    try:
+        fields: dict[str, Any] = dict(up.fields)
+        if "tags" in fields:
+            try:
+                fields["tags"] = orjson.loads(fields["tags"])
+            except orjson.JSONDecodeError as exc:
+                raise BadRequest(f"tags is not valid JSON: {exc}") from exc
+        meta = parse_meta(fields)
+    except BaseException:
+        writer.abort()
+        raise
+    return await anyio.to_thread.run_sync(svc.finish_upload, t, meta, writer, up.filename, who)
+
+
+@router.get("/datasets")
+def list_datasets(
+    svc: Svc,
+    t: Tenant,
+    prefix: Annotated[str, Query(max_length=128)] = "",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    page_token: Annotated[str | None, Query(max_length=512)] = None,
+) -> DatasetPage:
+    items, token = svc.store.list(t, prefix=prefix, limit=limit, page_token=page_token)
+    return DatasetPage(datasets=items, next_page_token=token)
+
+
+@router.get("/datasets/{name}")
+def get_dataset(name: str, svc: Svc, t: Tenant) -> Dataset:
+    return svc.store.get(t, check_dataset_name(name))
+
+
+@router.get("/datasets/{name}/download", response_model=None)
+def download_dataset(name: str, request: Request, svc: Svc, t: Tenant) -> Response | FileResponse:
+    """Stream the file; ``ETag`` is its sha256, ``Range`` and ``If-None-Match`` honoured."""
+    ds, path = svc.file(t, name)
+    etag = f'"{ds.sha256}"'
+    # Not immutable: a deleted name can be uploaded again with other bytes; revalidate by ETag.
+    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
+    inm = request.headers.get("if-none-match")
+    if inm and (inm.strip() == "*" or etag in [x.strip() for x in inm.split(",")]):
+        return Response(status_code=304, headers=headers)
+    filename = f"{ds.name}.{_EXTENSIONS.get(ds.format, 'bin')}"
+    return FileResponse(
+        path, media_type="application/octet-stream", filename=filename, headers=headers
+    )
+
+
+@router.delete("/datasets/{name}", status_code=204)
+def delete_dataset(name: str, svc: Svc, t: Tenant) -> Response:
+    svc.store.delete(t, check_dataset_name(name))
+    return Response(status_code=204)

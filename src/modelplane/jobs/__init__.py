@@ -1,0 +1,1 @@
+"""One job system for every long task: a persistent SQL queue, runners, kinds."""
