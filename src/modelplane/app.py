@@ -74,7 +74,7 @@ def create_app(settings: Settings | None = None) -> FastPath:
     app.state.manager = manager
     app.state.dataplane = dataplane
     app.state.datasets = dataset_service
-    app.state.jobs = JobService(job_store, registry, dataset_service, settings)
+    app.state.jobs = JobService(job_store, registry, dataset_service, settings, manager.store)
     errors.install(app)
     app.include_router(models.router)
     app.include_router(datasets.router)

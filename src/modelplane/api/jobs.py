@@ -6,11 +6,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel
 
 from modelplane.api.deps import actor, tenant
+from modelplane.errors import NotFound
 from modelplane.jobs.service import JobService
 from modelplane.schemas.jobs import FINAL, STATES, Job, LogLine
 
@@ -71,6 +72,24 @@ def get_job(job_id: str, svc: Jobs, t: Tenant) -> Job:
 def cancel_job(job_id: str, svc: Jobs, t: Tenant) -> Job:
     """Cancel: a queued job at once, a running one within a few seconds."""
     return svc.store.request_cancel(t, job_id)
+
+
+@router.get("/jobs/{job_id}/output", response_model=None)
+def job_output(job_id: str, request: Request, svc: Jobs, t: Tenant) -> Response | FileResponse:
+    """The file a finished job produced (batch predictions), ``ETag`` = sha256."""
+    job = svc.store.get(t, job_id)
+    output = job.result.get("output")
+    if not isinstance(output, dict) or "sha256" not in output:
+        raise NotFound(f"job {job_id} has no output ({job.state})")
+    etag = f'"{output["sha256"]}"'
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers={"ETag": etag})
+    path = svc.registry.blobs.open_path(str(output["sha256"]))
+    media = (
+        "application/x-ndjson" if output.get("format") == "jsonl" else "application/octet-stream"
+    )
+    name = f"job-{job_id}.{output.get('format', 'bin')}"
+    return FileResponse(path, media_type=media, filename=name, headers={"ETag": etag})
 
 
 @router.get("/jobs/{job_id}/logs", response_model=None)

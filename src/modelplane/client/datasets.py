@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -11,8 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from modelplane.client.http import Progress, _filename, _ProgressReader
-from modelplane.errors import ModelplaneError
+from modelplane.client.http import Progress, _ProgressReader
 from modelplane.schemas.datasets import Dataset
 
 if TYPE_CHECKING:
@@ -94,30 +92,4 @@ def download_dataset(
     progress: Progress | None = None,
 ) -> Path:
     """Stream the file to ``dest`` (a file, or a folder to put it in); checks its sha256."""
-    out = Path(dest)
-    with client._http.stream("GET", f"/api/v1/datasets/{name}/download", timeout=None) as resp:
-        if not resp.is_success:
-            resp.read()
-            client._check(resp)
-        expected = resp.headers.get("etag", "").strip('"')
-        if out.is_dir():
-            fallback = _filename(resp.headers.get("content-disposition", "")) or name
-            out = out / Path(fallback).name
-        total = int(resp.headers.get("content-length", 0))
-        tmp = out.with_name(out.name + ".part")
-        digest = hashlib.sha256()
-        done = 0
-        try:
-            with open(tmp, "wb") as fh:
-                for chunk in resp.iter_bytes(1024 * 1024):
-                    fh.write(chunk)
-                    digest.update(chunk)
-                    done += len(chunk)
-                    if progress:
-                        progress(done, total)
-            if expected and digest.hexdigest() != expected:
-                raise ModelplaneError(f"download of dataset {name} is corrupt: sha256 mismatch")
-            os.replace(tmp, out)
-        finally:
-            tmp.unlink(missing_ok=True)
-    return out
+    return client._fetch(f"/datasets/{name}/download", dest, name, progress)

@@ -239,21 +239,18 @@ class Client:
     def delete_version(self, model: str, version: int) -> None:
         self._call("DELETE", f"/models/{model}/versions/{version}")
 
-    def download(
-        self, ref: str, dest: str | os.PathLike[str], progress: Progress | None = None
+    def _fetch(
+        self, path: str, dest: str | os.PathLike[str], fallback: str, progress: Progress | None
     ) -> Path:
-        """Stream the artifact to ``dest`` (a file, or a folder to put it in); checks sha256."""
-        model, sel = _split_ref(ref)
+        """Stream ``path`` to ``dest`` (a file, or a folder for it); checks the sha256 ETag."""
         out = Path(dest)
-        with self._http.stream(
-            "GET", f"/api/v1/models/{model}/versions/{sel}/artifact", timeout=None
-        ) as resp:
+        with self._http.stream("GET", f"/api/v1{path}", timeout=None) as resp:
             if not resp.is_success:
                 resp.read()
                 self._check(resp)
             expected = resp.headers.get("etag", "").strip('"')
             if out.is_dir():
-                name = _filename(resp.headers.get("content-disposition", "")) or f"{model}.bin"
+                name = _filename(resp.headers.get("content-disposition", "")) or fallback
                 out = out / Path(name).name
             total = int(resp.headers.get("content-length", 0))
             tmp = out.with_name(out.name + ".part")
@@ -268,11 +265,20 @@ class Client:
                         if progress:
                             progress(done, total)
                 if expected and digest.hexdigest() != expected:
-                    raise ModelplaneError(f"download of {ref} is corrupt: sha256 mismatch")
+                    raise ModelplaneError(f"download of {path} is corrupt: sha256 mismatch")
                 os.replace(tmp, out)
             finally:
                 tmp.unlink(missing_ok=True)
         return out
+
+    def download(
+        self, ref: str, dest: str | os.PathLike[str], progress: Progress | None = None
+    ) -> Path:
+        """Stream the artifact to ``dest`` (a file, or a folder to put it in); checks sha256."""
+        model, sel = _split_ref(ref)
+        return self._fetch(
+            f"/models/{model}/versions/{sel}/artifact", dest, f"{model}.bin", progress
+        )
 
     def lineage(self, ref: str) -> Lineage:
         model, sel = _split_ref(ref)
@@ -403,6 +409,12 @@ class Client:
                 resp.read()
                 self._check(resp)
             yield from resp.iter_lines()
+
+    def download_job_output(
+        self, job_id: str, dest: str | os.PathLike[str], progress: Progress | None = None
+    ) -> Path:
+        """The file a finished batch-prediction job wrote (JSONL or Parquet)."""
+        return self._fetch(f"/jobs/{job_id}/output", dest, f"job-{job_id}.out", progress)
 
     def wait_job(self, job_id: str, timeout: float = 3600.0, poll: float = 0.5) -> Job:
         """Poll until the job is succeeded, failed or cancelled."""

@@ -11,6 +11,8 @@ import logging
 import sys
 import traceback
 
+from modelplane.datasets.service import DatasetService
+from modelplane.datasets.store import DatasetStore
 from modelplane.db import make_engine
 from modelplane.jobs.context import JobContext
 from modelplane.jobs.kinds import Cancelled, kind
@@ -30,7 +32,8 @@ def main() -> None:
         SqlRegistryStore(engine), BlobStore(settings.resolved_store_path()), settings
     )
     job = store.get(None, job_id)
-    ctx = JobContext(job, runner, store, registry, settings)
+    datasets = DatasetService(DatasetStore(engine), registry.blobs, settings)
+    ctx = JobContext(job, runner, store, registry, settings, datasets)
     try:
         k = kind(job.kind)
         spec = k.spec.model_validate(job.spec)

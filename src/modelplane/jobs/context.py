@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from modelplane.jobs.store import JobStore
@@ -20,12 +21,14 @@ class JobContext:
 
     def __init__(
         self, job: Job, runner: str, store: JobStore, registry: RegistryService, settings: Settings,
+        datasets: Any = None,
     ) -> None:  # fmt: skip
         self.job = job
         self.runner = runner
         self.store = store
         self.registry = registry
         self.settings = settings
+        self.datasets = datasets  # DatasetService: lookup and files by tenant and name
         self.tenant = store.tenant_of(job.id)
         self._pending: list[str] = []
         self._flushed = time.monotonic()
@@ -62,6 +65,24 @@ class JobContext:
             self.registry.blobs.open_path(digest), map_location="cpu", weights_only=True
         )
         return state
+
+    def put_file(self, path: Path) -> str:
+        """Store a file in the blob store (streamed, hashed); returns its sha256."""
+        writer = self.registry.blobs.writer(1 << 62)
+        try:
+            with open(path, "rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    writer.write(chunk)
+            return writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+
+    def work_dir(self) -> Path:
+        """A scratch folder for this job on this machine."""
+        path = self.settings.data_dir.resolve() / "jobs" / self.job.id
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     def should_stop(self) -> bool:
         now = time.monotonic()

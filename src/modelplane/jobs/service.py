@@ -16,8 +16,10 @@ from modelplane.settings import Settings
 
 class JobService:
     def __init__(
-        self, store: JobStore, registry: RegistryService, datasets: Any, settings: Settings
-    ) -> None:
+        self, store: JobStore, registry: RegistryService, datasets: Any, settings: Settings,
+        deployments: Any = None,
+    ) -> None:  # fmt: skip
+        self.deployments = deployments
         self.store = store
         self.registry = registry
         self.datasets = datasets
@@ -37,5 +39,7 @@ class JobService:
             spec = k.spec.model_validate(body)
         except ValidationError as exc:
             raise InvalidInput(describe_validation(exc)) from exc
-        k.check(spec, SubmitEnv(tenant, self.registry, self.datasets, self.settings))
+        k.check(
+            spec, SubmitEnv(tenant, self.registry, self.datasets, self.settings, self.deployments)
+        )
         return self.store.submit(tenant, name, title, spec.model_dump(mode="json"), actor)

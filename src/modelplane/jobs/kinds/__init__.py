@@ -26,6 +26,7 @@ class SubmitEnv:
     registry: RegistryService
     datasets: Any  # datasets service (lookup by tenant and name)
     settings: Settings
+    deployments: Any = None  # serving.store.DeploymentStore
 
 
 class Kind(Protocol):
@@ -38,7 +39,9 @@ class Kind(Protocol):
         """Do the work; return the job's result (e.g. the registered model version)."""
 
 
-KINDS: dict[str, str] = {}
+KINDS: dict[str, str] = {
+    "batch_predict": "modelplane.jobs.kinds.batch_predict:KIND",
+}
 
 
 def kind(name: str) -> Kind:
