@@ -7,7 +7,10 @@ by its runner, and one whose runner dies is requeued by another runner.
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
+import signal
 import sys
 import traceback
 
@@ -22,14 +25,25 @@ from modelplane.settings import Settings
 from modelplane.storage import BlobStore
 
 
+def _die_with_runner(runner_pid: int) -> None:
+    """A job must not outlive its runner: another runner takes the job over by then."""
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != runner_pid:  # the runner died before prctl took effect
+        os._exit(1)
+
+
 def main() -> None:
     job_id, runner = sys.argv[1], sys.argv[2]
+    if len(sys.argv) > 3:
+        _die_with_runner(int(sys.argv[3]))
     logging.basicConfig(level=logging.WARNING)
     settings = Settings()
     engine = make_engine(settings.resolved_database_url())
     store = JobStore(engine)
     registry = RegistryService(
-        SqlRegistryStore(engine), BlobStore(settings.resolved_store_path()), settings
+        SqlRegistryStore(engine), BlobStore.from_settings(settings), settings
     )
     job = store.get(None, job_id)
     datasets = DatasetService(DatasetStore(engine), registry.blobs, settings)

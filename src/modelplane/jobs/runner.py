@@ -8,8 +8,10 @@ any other runner and resumes from its last checkpoint. Cancel kills the child.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -84,8 +86,9 @@ class Runner:
             "MODELPLANE_DATABASE_URL": self.settings.resolved_database_url(),
             "MODELPLANE_STORE_URL": str(self.settings.resolved_store_path()),
             "PYTHONUNBUFFERED": "1",
+            **self.settings.secret_env(),  # encrypted blobs: the job reads and writes them too
         }
-        cmd = [sys.executable, "-m", "modelplane.jobs.child", job_id, self.id]
+        cmd = [sys.executable, "-m", "modelplane.jobs.child", job_id, self.id, str(os.getpid())]
         return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
 
     def _watch(self, job_id: str, r: _Running) -> None:
@@ -102,16 +105,22 @@ class Runner:
         if self.store.heartbeat(job_id, self.id) and r.cancelling_since is None:
             log.info("job %s: cancel requested", job_id)
             r.cancelling_since = time.monotonic()
-            r.proc.terminate()
+            _signal_group(r.proc, signal.SIGTERM)
         elif r.cancelling_since is not None and time.monotonic() - r.cancelling_since > 3:
-            r.proc.kill()
+            _signal_group(r.proc, signal.SIGKILL)
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    """The job and everything it started (data-parallel workers share its process group)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
 
 
 def _terminate(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
-        proc.terminate()
+        _signal_group(proc, signal.SIGTERM)
         try:
             proc.wait(3)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            _signal_group(proc, signal.SIGKILL)
             proc.wait(3)

@@ -41,6 +41,8 @@ class Kind(Protocol):
 
 KINDS: dict[str, str] = {
     "batch_predict": "modelplane.jobs.kinds.batch_predict:KIND",
+    "train": "modelplane.jobs.kinds.train:TRAIN",
+    "federated_train": "modelplane.jobs.kinds.train:FEDERATED",
 }
 
 
