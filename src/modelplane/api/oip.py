@@ -7,6 +7,7 @@ that serves it in production.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable
 from typing import Annotated, Any
 
@@ -72,9 +73,11 @@ async def infer(
         req, all_binary, binary_names = oip_codec.decode(body, header_length)
         if timeout_ms is not None and req.timeout_ms is None:
             try:
-                req.timeout_ms = max(float(timeout_ms), 0.001)
+                value = float(timeout_ms)
             except ValueError:
-                req.timeout_ms = None
+                value = math.nan
+            # A header that is not a finite number is ignored (the deployment's default holds).
+            req.timeout_ms = max(value, 0.001) if math.isfinite(value) else None
         resp = await dp.infer(tenant_id, model, parse_version(version), req)
         out, json_len = oip_codec.encode(resp, all_binary, binary_names)
     except ModelplaneError as exc:

@@ -9,6 +9,7 @@ u32-little-endian-length-prefixed.
 
 from __future__ import annotations
 
+import math
 import struct
 from typing import Any
 
@@ -46,14 +47,29 @@ def oip_datatype(arr: np.ndarray) -> str:
         raise BadRequest(f"dtype {arr.dtype} has no Open Inference Protocol datatype") from exc
 
 
+MAX_ELEMENTS = 1 << 31
+
+
 def _shape(name: str, shape: Any) -> list[int]:
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
         raise BadRequest(f"input {name!r}: shape must be a list of non-negative integers")
+    if math.prod(shape) > MAX_ELEMENTS:
+        raise BadRequest(f"input {name!r}: shape {shape} has more than {MAX_ELEMENTS} elements")
     return shape
 
 
+def _params(where: str, value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadRequest(f"{where}: 'parameters' must be an object")
+    return value
+
+
 def _from_json(name: str, datatype: str, shape: list[int], data: Any) -> np.ndarray:
-    count = int(np.prod(shape)) if shape else 1
+    count = math.prod(shape)
     try:
         if datatype == "BYTES":
             flat = np.array(data, dtype=object).ravel()
@@ -74,7 +90,7 @@ def _from_json(name: str, datatype: str, shape: list[int], data: Any) -> np.ndar
 
 
 def _from_binary(name: str, datatype: str, shape: list[int], raw: memoryview) -> np.ndarray:
-    count = int(np.prod(shape)) if shape else 1
+    count = math.prod(shape)
     if datatype == "BYTES":
         out = np.empty(count, dtype=object)
         pos = 0
@@ -131,7 +147,7 @@ def decode(body: bytes, header_length: str | None) -> tuple[InferenceRequest, bo
         if datatype not in TO_NUMPY and datatype != "BYTES":
             raise BadRequest(f"input {name!r}: unknown datatype {datatype!r}")
         shape = _shape(name, item.get("shape"))
-        size = (item.get("parameters") or {}).get("binary_data_size")
+        size = _params(f"input {name!r}", item.get("parameters")).get("binary_data_size")
         if size is not None:
             if not isinstance(size, int) or size < 0 or pos + size > len(binary):
                 raise BadRequest(f"input {name!r}: binary_data_size runs past the end of the body")
@@ -152,7 +168,7 @@ def decode(body: bytes, header_length: str | None) -> tuple[InferenceRequest, bo
             if not isinstance(o, dict) or not isinstance(o.get("name"), str):
                 raise BadRequest("every requested output needs a 'name'")
             outputs.append(o["name"])
-            if (o.get("parameters") or {}).get("binary_data"):
+            if _params(f"output {o['name']!r}", o.get("parameters")).get("binary_data"):
                 binary_names.add(o["name"])
     timeout_us = params.get("timeout")
     request = InferenceRequest(

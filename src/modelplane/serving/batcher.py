@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -75,7 +76,7 @@ class Batcher:
             raise Unavailable(f"queue is full ({self.max_queue} requests waiting)", retry_after=1)
         loop = asyncio.get_running_loop()
         item = _Item(inputs, rows, batch_key(inputs), loop.create_future(), time.monotonic())
-        if deadline is not None:
+        if deadline is not None and math.isfinite(deadline):
             item.timer = loop.call_at(
                 loop.time() + (deadline - time.monotonic()), _expire, item.future
             )
@@ -163,7 +164,9 @@ class Batcher:
         inputs = batch[0].inputs if len(batch) == 1 else _concat([i.inputs for i in batch])
         try:
             outputs = await worker.predict(inputs)
-        except ModelplaneError as exc:
+        except Exception as exc:  # noqa: BLE001 - anything from a worker fails its batch, not the loop
+            if not isinstance(exc, ModelplaneError):
+                exc = Unavailable(f"model worker failed: {type(exc).__name__}", retry_after=1)
             if len(batch) > 1 and not isinstance(exc, Unavailable):
                 # One bad request must not fail its neighbours: run them one by one.
                 for item in batch:
@@ -180,12 +183,9 @@ class Batcher:
             return
         total = sum(i.rows for i in batch)
         if any(o.ndim == 0 or o.shape[0] != total for o in outputs.values()):
-            err = ModelplaneError(
-                "model outputs are not batch-aligned; deploy it with max_batch_size 1"
-            )
+            # Outputs without a batch dimension cannot be split: answer each request alone.
             for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(err)
+                await self._run(worker, [item])
             return
         start = 0
         for item in batch:

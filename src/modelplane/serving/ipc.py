@@ -110,9 +110,10 @@ def encode(
             specs.append([name, arr.dtype.str, list(arr.shape), shared, n, _SHARED])
             shared += n
             continue
+        shape = list(arr.shape)  # before ascontiguousarray, which makes 0-d arrays 1-d
         arr = np.ascontiguousarray(arr)
         view = arr.data.cast("B") if n else memoryview(b"")
-        specs.append([name, arr.dtype.str, list(arr.shape), offset, n, _INLINE])
+        specs.append([name, arr.dtype.str, shape, offset, n, _INLINE])
         buffers.append(view)
         offset += n
     head = orjson.dumps({**header, "arrays": specs}, option=orjson.OPT_SERIALIZE_NUMPY)

@@ -116,10 +116,10 @@ class Worker:
         alone = not self._pending and self._outbox is not None
         self._pending[rid] = fut
         frame = encode({**header, "id": rid, "shm": alone}, arrays, self._outbox if alone else None)
-        self._writer.writelines(frame)
-        if self._writer.transport.get_write_buffer_size() > 1 << 20:
-            await self._writer.drain()
         try:
+            self._writer.writelines(frame)
+            if self._writer.transport.get_write_buffer_size() > 1 << 20:
+                await self._writer.drain()
             return await fut
         finally:
             self._pending.pop(rid, None)
@@ -155,6 +155,8 @@ class Worker:
                 if not fut.done():
                     fut.set_exception(Unavailable("model worker exited", retry_after=1))
             self._pending.clear()
+            if self._writer is not None:
+                self._writer.close()
             for arena in (self._outbox, self._inbox):
                 if arena is not None:
                     arena.close()
