@@ -37,7 +37,9 @@ test: lint
 test-fast: install
 	$(PYTEST) -m "not slow"
 
+## make bench: every benchmark (bench/serving.py needs wrk; it makes MLServer's venv itself, once)
 bench: install
+	command -v wrk || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python -m bench
 
 clean:
