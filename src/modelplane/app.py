@@ -11,8 +11,22 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from modelplane import __version__
-from modelplane.api import datasets, deployments, errors, jobs, models, oip, openai, tfserving
+from modelplane.api import (
+    audit,
+    datasets,
+    deployments,
+    errors,
+    grants,
+    jobs,
+    models,
+    oip,
+    openai,
+    tenants,
+    tfserving,
+)
 from modelplane.api.fastpath import FastPath
+from modelplane.api.gate import Gate
+from modelplane.auth import Auth
 from modelplane.datasets import DatasetService, DatasetStore
 from modelplane.db import make_engine, upgrade
 from modelplane.jobs.runner import Runner
@@ -28,22 +42,25 @@ from modelplane.storage import BlobStore
 log = logging.getLogger("modelplane")
 
 
-def create_app(settings: Settings | None = None) -> FastPath:
+def create_app(settings: Settings | None = None) -> Gate:
     """Build the gateway. Runs database migrations and clears stale upload temp files.
 
-    The returned ASGI app serves inference calls on a fast path and hands every
-    other request to the FastAPI app (``.app``).
+    The returned ASGI app checks keys, roles and quotas (when ``settings.auth``),
+    serves inference calls on a fast path and hands every other request to the
+    FastAPI app (``.app``).
     """
     settings = settings or Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.resolved_database_url())
     upgrade(engine)
-    blobs = BlobStore(settings.resolved_store_path())
+    blobs = BlobStore.from_settings(settings)
     blobs.clean_tmp(min_age_seconds=60)
     registry = RegistryService(SqlRegistryStore(engine), blobs, settings)
     dataset_service = DatasetService(DatasetStore(engine), blobs, settings)
     manager = ModelManager(registry, DeploymentStore(engine), settings)
     dataplane = DataPlane(manager)
+    auth = Auth(settings, engine)
+    manager.grants = auth.grants
     job_store = JobStore(engine)
     runner = Runner(job_store, settings) if settings.job_slots > 0 else None
 
@@ -60,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastPath:
                     await asyncio.to_thread(runner.stop)
             finally:
                 await manager.stop()
+                await auth.close()
                 engine.dispose()
 
     app = FastAPI(
@@ -73,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastPath:
     app.state.registry = registry
     app.state.manager = manager
     app.state.dataplane = dataplane
+    app.state.auth = auth
     app.state.datasets = dataset_service
     app.state.jobs = JobService(job_store, registry, dataset_service, settings, manager.store)
     errors.install(app)
@@ -83,6 +102,9 @@ def create_app(settings: Settings | None = None) -> FastPath:
     app.include_router(oip.router)
     app.include_router(openai.router)
     app.include_router(tfserving.router)
+    app.include_router(tenants.router)
+    app.include_router(grants.router)
+    app.include_router(audit.router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> JSONResponse:
@@ -94,4 +116,4 @@ def create_app(settings: Settings | None = None) -> FastPath:
         tfserving.fast_routes(dataplane),
         openai.fast_routes(dataplane),
     ]
-    return FastPath(app, fast, settings.max_infer_bytes)
+    return Gate(FastPath(app, fast, settings.max_infer_bytes), app, auth)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -19,6 +19,10 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8080
     log_level: str = "info"
+    access_log: bool = Field(default=False, description="Log every request (costs ~60 us each).")
+    runtime_spin: bool = Field(
+        default=False, description="Let runtime threads busy-wait (faster on idle dedicated cores)."
+    )
     max_upload_bytes: int = Field(default=10 * 1024**3, gt=0)
     max_unpacked_bytes: int = Field(default=40 * 1024**3, gt=0, description="Archive contents cap.")
     max_archive_members: int = Field(default=100_000, gt=0)
@@ -36,6 +40,39 @@ class Settings(BaseSettings):
     load_timeout_seconds: float = Field(default=300.0, gt=0)
     drain_seconds: float = Field(default=30.0, ge=0, description="Wait for a retired replica.")
     alias_poll_seconds: float = Field(default=2.0, gt=0, description="Check followed aliases.")
+    # -- security (auth/) ------------------------------------------------------------
+    auth: bool = Field(default=False, description="Require an API key on every call.")
+    metrics_public: bool = Field(default=False, description="Serve /metrics without a key.")
+    redis_url: str = Field(default="", description="Share rate-limit counters (redis://…).")
+    bootstrap_key: SecretStr | None = Field(
+        default=None, description="A key accepted as admin of tenant 'default' (16+ chars)."
+    )
+    auth_cache_seconds: float = Field(
+        default=5.0, gt=0, description="Verified keys, grants and quotas are cached this long."
+    )
+    quota_requests_per_second: float = Field(default=0.0, ge=0, description="Per tenant; 0: off.")
+    quota_burst: int = Field(default=0, ge=0, description="Per tenant; 0: one second's worth.")
+    quota_key_requests_per_second: float = Field(default=0.0, ge=0, description="Per key.")
+    quota_key_burst: int = Field(default=0, ge=0)
+    quota_max_concurrent: int = Field(default=0, ge=0, description="Requests in flight per tenant.")
+    quota_max_stored_bytes: int = Field(default=0, ge=0, description="Versions + datasets.")
+    quota_max_jobs: int = Field(default=0, ge=0, description="Jobs queued or running per tenant.")
+    # -- data protection (storage/) --------------------------------------------------
+    encryption_key: SecretStr | None = Field(
+        default=None,
+        description="Encrypt blobs at rest: base64 32-byte key(s), 'new,old,…' to rotate.",
+    )
+    encryption_keys: SecretStr | None = Field(
+        default=None, description="Same as encryption_key (either name; not two different lists)."
+    )
+
+    def secret_env(self) -> dict[str, str]:
+        """Environment entries that hand the encryption keys to child processes (job runs)."""
+        keys = self.encryption_keys or self.encryption_key
+        if keys is None:
+            return {}
+        value = keys.get_secret_value()
+        return {"MODELPLANE_ENCRYPTION_KEY": value, "MODELPLANE_ENCRYPTION_KEYS": value}
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -492,7 +492,7 @@ def _meta(content: bytes, **meta: Any) -> tuple[bytes, dict[str, str]]:
 
 
 BAD_UPLOADS: dict[str, tuple[Callable[[bytes], tuple[bytes, dict[str, str]]], int, str]] = {
-    "unknown format": (lambda b: _meta(b, format="pickle"), 422, "unknown format 'pickle'"),
+    "unknown format": (lambda b: _meta(b, format="keras"), 422, "unknown format 'keras'"),
     "not an onnx file": (
         lambda _: _meta(b"\x08\x07garbage" * 50, format="onnx"),
         422,

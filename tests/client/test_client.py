@@ -375,8 +375,8 @@ def test_server_errors_map_to_error_classes(client: Client, onnx_file: Path) -> 
     assert invalid.value.status == 422
     assert "invalid model name 'Bad Name'" in invalid.value.message
 
-    with pytest.raises(InvalidInput, match="unknown format 'pickle'"):
-        client.upload_version("m", onnx_file, "pickle")
+    with pytest.raises(InvalidInput, match="unknown format 'keras'"):
+        client.upload_version("m", onnx_file, "keras")
     with pytest.raises(InvalidInput, match=r"metrics\.acc"):
         client.upload_version("m", onnx_file, "onnx", metrics={"acc": "high"})  # type: ignore[dict-item]
     with pytest.raises(NotFound, match="model 'ghost' not found"):

@@ -182,7 +182,7 @@ def test_known_formats_pass_the_format_check(fmt: str) -> None:
     assert check_format(fmt) == fmt
 
 
-@pytest.mark.parametrize("fmt", ["pickle", "ONNX", ""])
+@pytest.mark.parametrize("fmt", ["keras", "ONNX", ""])
 def test_unknown_format_is_refused_listing_the_known_ones(fmt: str) -> None:
     with pytest.raises(InvalidInput, match="expected one of onnx"):
         check_format(fmt)

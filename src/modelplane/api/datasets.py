@@ -7,10 +7,10 @@ from typing import Annotated, Any
 import anyio.to_thread
 import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.responses import FileResponse
 from starlette.requests import ClientDisconnect
 
 from modelplane.api.deps import actor, tenant
+from modelplane.api.downloads import blob_response
 from modelplane.api.upload import read_upload
 from modelplane.datasets.service import DatasetService, check_dataset_name, parse_meta
 from modelplane.errors import BadRequest, InvalidInput, PayloadTooLarge
@@ -108,9 +108,9 @@ def get_dataset(name: str, svc: Svc, t: Tenant) -> Dataset:
 
 
 @router.get("/datasets/{name}/download", response_model=None)
-def download_dataset(name: str, request: Request, svc: Svc, t: Tenant) -> Response | FileResponse:
+def download_dataset(name: str, request: Request, svc: Svc, t: Tenant) -> Response:
     """Stream the file; ``ETag`` is its sha256, ``Range`` and ``If-None-Match`` honoured."""
-    ds, path = svc.file(t, name)
+    ds = svc.store.get(t, check_dataset_name(name))
     etag = f'"{ds.sha256}"'
     # Not immutable: a deleted name can be uploaded again with other bytes; revalidate by ETag.
     headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
@@ -118,9 +118,7 @@ def download_dataset(name: str, request: Request, svc: Svc, t: Tenant) -> Respon
     if inm and (inm.strip() == "*" or etag in [x.strip() for x in inm.split(",")]):
         return Response(status_code=304, headers=headers)
     filename = f"{ds.name}.{_EXTENSIONS.get(ds.format, 'bin')}"
-    return FileResponse(
-        path, media_type="application/octet-stream", filename=filename, headers=headers
-    )
+    return blob_response(request, svc.blobs, ds.sha256, filename=filename, headers=headers)
 
 
 @router.delete("/datasets/{name}", status_code=204)

@@ -10,7 +10,6 @@ request waits has it cancelled, so queued work for it is skipped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -116,9 +115,7 @@ async def _unless_disconnected(work: Awaitable[Result], receive: Receive) -> Res
             return None
         raise
     finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        watcher.cancel()  # not awaited: the response goes out without another loop turn
 
 
 async def _respond(send: Send, status: int, doc: dict[str, Any]) -> None:

@@ -7,10 +7,11 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from modelplane.api.deps import actor, tenant
+from modelplane.api.downloads import blob_response
 from modelplane.errors import NotFound
 from modelplane.jobs.service import JobService
 from modelplane.schemas.jobs import FINAL, STATES, Job, LogLine
@@ -75,7 +76,7 @@ def cancel_job(job_id: str, svc: Jobs, t: Tenant) -> Job:
 
 
 @router.get("/jobs/{job_id}/output", response_model=None)
-def job_output(job_id: str, request: Request, svc: Jobs, t: Tenant) -> Response | FileResponse:
+def job_output(job_id: str, request: Request, svc: Jobs, t: Tenant) -> Response:
     """The file a finished job produced (batch predictions), ``ETag`` = sha256."""
     job = svc.store.get(t, job_id)
     output = job.result.get("output")
@@ -84,12 +85,14 @@ def job_output(job_id: str, request: Request, svc: Jobs, t: Tenant) -> Response 
     etag = f'"{output["sha256"]}"'
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers={"ETag": etag})
-    path = svc.registry.blobs.open_path(str(output["sha256"]))
     media = (
         "application/x-ndjson" if output.get("format") == "jsonl" else "application/octet-stream"
     )
     name = f"job-{job_id}.{output.get('format', 'bin')}"
-    return FileResponse(path, media_type=media, filename=name, headers={"ETag": etag})
+    return blob_response(
+        request, svc.registry.blobs, str(output["sha256"]), filename=name, media_type=media,
+        headers={"ETag": etag},
+    )  # fmt: skip
 
 
 @router.get("/jobs/{job_id}/logs", response_model=None)

@@ -7,13 +7,13 @@ from typing import Annotated, Any
 import anyio.to_thread
 import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.responses import FileResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.requests import ClientDisconnect
 
 from modelplane.api.deps import actor, registry, tenant
+from modelplane.api.downloads import blob_response
 from modelplane.api.upload import read_upload
-from modelplane.errors import BadRequest, InvalidInput, NotFound, PayloadTooLarge
+from modelplane.errors import BadRequest, Forbidden, InvalidInput, NotFound, PayloadTooLarge
 from modelplane.registry.names import (
     MAX_VERSION,
     check_alias,
@@ -61,6 +61,19 @@ class ModelUpdate(BaseModel):
     task: str | None = Field(default=None, max_length=64)
     tags: Tags | None = None
     remove_tags: list[str] | None = None
+    trusted: bool | None = None  # admin only: lets pickle-based artifacts load
+
+
+def check_may_set_trust(request: Request) -> None:
+    """AUTH HOOK: who may set or clear a model's ``trusted`` flag: admins only.
+
+    Trusting a model lets its pickle artifacts run code on the server when loaded.
+    The auth layer puts the caller's role name on ``request.state.role``; with no
+    role there (auth off: a single-user server) everyone is the admin.
+    """
+    role = getattr(request.state, "role", None)
+    if role is not None and role != "admin":
+        raise Forbidden(f"only an admin may change whether a model is trusted (role {role!r})")
 
 
 class VersionUpdate(BaseModel):
@@ -123,7 +136,9 @@ def get_model(name: str, svc: Svc, t: Tenant) -> Model:
 
 
 @router.patch("/models/{name}")
-def update_model(name: str, body: ModelUpdate, svc: Svc, t: Tenant) -> Model:
+def update_model(name: str, body: ModelUpdate, request: Request, svc: Svc, t: Tenant) -> Model:
+    if body.trusted is not None:
+        check_may_set_trust(request)
     return svc.store.update_model(
         t,
         _name(name),
@@ -131,6 +146,7 @@ def update_model(name: str, body: ModelUpdate, svc: Svc, t: Tenant) -> Model:
         task=body.task,
         tags=body.tags,
         remove_tags=body.remove_tags,
+        trusted=body.trusted,
     )
 
 
@@ -248,20 +264,16 @@ def delete_version(name: str, version: int, svc: Svc, t: Tenant) -> Response:
 
 
 @router.get("/models/{name}/versions/{version}/artifact", response_model=None)
-def download_artifact(
-    name: str, version: str, request: Request, svc: Svc, t: Tenant
-) -> Response | FileResponse:
+def download_artifact(name: str, version: str, request: Request, svc: Svc, t: Tenant) -> Response:
     """Stream the artifact; ``ETag`` is its sha256, ``Range`` and ``If-None-Match`` honoured."""
-    v, path = svc.artifact_path(t, parse_selector(name, version))
+    v = svc.store.get_version(t, parse_selector(name, version))
     etag = f'"{v.artifact.sha256}"'
     headers = {"ETag": etag, "Cache-Control": "private, max-age=31536000, immutable"}
     inm = request.headers.get("if-none-match")
     if inm and (inm.strip() == "*" or etag in [x.strip() for x in inm.split(",")]):
         return Response(status_code=304, headers=headers)
     filename = f"{v.model}-v{v.version}-{v.artifact.filename}"
-    return FileResponse(
-        path, media_type="application/octet-stream", filename=filename, headers=headers
-    )
+    return blob_response(request, svc.blobs, v.artifact.sha256, filename=filename, headers=headers)
 
 
 @router.get("/models/{name}/versions/{version}/lineage")

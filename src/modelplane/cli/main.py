@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from modelplane import __version__
-from modelplane.cli import datasets, deployments, jobs, registry, serve
+from modelplane.cli import auth, backup, datasets, deployments, jobs, registry, serve
 from modelplane.cli.output import err_console
 from modelplane.errors import ModelplaneError
 
@@ -29,6 +29,13 @@ app.add_typer(jobs.jobs, name="jobs")
 app.command("worker")(jobs.worker)
 app.command("serve")(serve.serve)
 app.command("gc")(serve.gc)
+app.command("backup")(backup.backup)
+app.command("restore")(backup.restore)
+app.command("rekey")(backup.rekey)
+app.add_typer(auth.tenants, name="tenants")
+app.add_typer(auth.keys, name="keys")
+app.add_typer(auth.grants, name="grants")
+app.command("audit")(auth.audit)
 
 
 def _version(value: bool) -> None:

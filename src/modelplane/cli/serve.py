@@ -27,9 +27,7 @@ def register_example(settings: Settings) -> None:
     from modelplane.storage import BlobStore
 
     engine = make_engine(settings.resolved_database_url())
-    svc = RegistryService(
-        SqlRegistryStore(engine), BlobStore(settings.resolved_store_path()), settings
-    )
+    svc = RegistryService(SqlRegistryStore(engine), BlobStore.from_settings(settings), settings)
     try:
         svc.store.get_model(DEFAULT_TENANT, EXAMPLE)
         return
@@ -82,7 +80,7 @@ def register_embedding_example(settings: Settings) -> None:
         return
     engine = make_engine(settings.resolved_database_url())
     store = SqlRegistryStore(engine)
-    svc = RegistryService(store, BlobStore(settings.resolved_store_path()), settings)
+    svc = RegistryService(store, BlobStore.from_settings(settings), settings)
     try:
         store.get_model(DEFAULT_TENANT, EMBEDDINGS)
         engine.dispose()
@@ -126,14 +124,21 @@ def serve(
     example_embeddings: Annotated[
         bool, typer.Option(help="Also register and deploy MiniLM sentence embeddings.")
     ] = False,
+    insecure: Annotated[
+        bool, typer.Option(help="Allow a non-loopback --host with auth off (MODELPLANE_AUTH).")
+    ] = False,
 ) -> None:
     """Run migrations and start the server."""
+    from modelplane.cli.auth import refuse_open_bind
+
+    overrides: dict[str, Any] = {"host": host, "port": port, "data_dir": data_dir}
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    refuse_open_bind(settings, insecure)
+
     import uvicorn
 
     from modelplane.app import create_app
 
-    overrides: dict[str, Any] = {"host": host, "port": port, "data_dir": data_dir}
-    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
@@ -149,6 +154,7 @@ def serve(
         port=settings.port,
         log_level=settings.log_level,
         http="httptools",
+        access_log=settings.access_log,
         loop="uvloop",
         timeout_graceful_shutdown=10,
     )
@@ -186,9 +192,7 @@ def gc() -> None:
     settings = Settings()
     engine = make_engine(settings.resolved_database_url())
     upgrade(engine)
-    svc = RegistryService(
-        SqlRegistryStore(engine), BlobStore(settings.resolved_store_path()), settings
-    )
+    svc = RegistryService(SqlRegistryStore(engine), BlobStore.from_settings(settings), settings)
     held = DatasetStore(engine).referenced_blobs() | JobStore(engine).referenced_blobs()
     removed = svc.collect_garbage(held)
     engine.dispose()

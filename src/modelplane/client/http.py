@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from modelplane.client.packing import pack_directory
 from modelplane.errors import InvalidInput, ModelplaneError, Unavailable, error_for_status
+from modelplane.schemas.auth import ApiKey, AuditEntry, EffectiveQuotas, Grant, NewApiKey, Tenant
 from modelplane.schemas.datasets import Dataset
 from modelplane.schemas.jobs import Job
 from modelplane.schemas.registry import Alias, AliasEvent, Lineage, Model, Version
@@ -426,3 +427,75 @@ class Client:
             if time.monotonic() > deadline:
                 raise Unavailable(f"job {job_id} still {job.state} after {timeout:.0f} s")
             time.sleep(poll)
+
+    # -- tenants, keys, grants, quotas, audit (implemented in client/auth.py) ----------
+    def create_tenant(self, name: str, description: str = "") -> Tenant:
+        from modelplane.client import auth
+
+        return auth.create_tenant(self, name, description)
+
+    def list_tenants(self, page_size: int = 100) -> Iterator[Tenant]:
+        from modelplane.client import auth
+
+        return auth.list_tenants(self, page_size)
+
+    def get_quotas(self, tenant: str) -> EffectiveQuotas:
+        """The tenant's configured quotas and what is enforced (0: unlimited)."""
+        from modelplane.client import auth
+
+        return auth.get_quotas(self, tenant)
+
+    def set_quotas(self, tenant: str, **quotas: float | None) -> EffectiveQuotas:
+        """Replace the tenant's quotas: requests_per_second, burst, key_requests_per_second,
+        key_burst, max_concurrent, max_stored_bytes, max_jobs (left out: server default)."""
+        from modelplane.client import auth
+
+        return auth.set_quotas(self, tenant, quotas)
+
+    def create_key(
+        self, tenant: str, role: str, name: str = "", expires: str | None = None
+    ) -> NewApiKey:
+        """A new key (``.key`` is shown this once); ``expires``: ``30d``, ``12h`` or an ISO date."""
+        from modelplane.client import auth
+
+        return auth.create_key(self, tenant, role, name, expires)
+
+    def list_keys(
+        self, tenant: str | None = None, include_revoked: bool = False
+    ) -> Iterator[ApiKey]:
+        from modelplane.client import auth
+
+        return auth.list_keys(self, tenant, include_revoked)
+
+    def revoke_key(self, key_id: int) -> ApiKey:
+        from modelplane.client import auth
+
+        return auth.revoke_key(self, key_id)
+
+    def grant(self, kind: str, name: str, tenant: str) -> Grant:
+        """Let ``tenant`` use model or deployment ``name`` (as ``<owner>~<name>``)."""
+        from modelplane.client import auth
+
+        return auth.grant(self, kind, name, tenant)
+
+    def list_grants(self, kind: str, name: str) -> list[Grant]:
+        from modelplane.client import auth
+
+        return auth.list_grants(self, kind, name)
+
+    def revoke_grant(self, kind: str, name: str, tenant: str) -> None:
+        from modelplane.client import auth
+
+        auth.revoke_grant(self, kind, name, tenant)
+
+    def tenant_grants(self) -> tuple[list[Grant], list[Grant]]:
+        """(grants this tenant gave, grants it received)."""
+        from modelplane.client import auth
+
+        return auth.tenant_grants(self)
+
+    def audit(self, **filters: Any) -> Iterator[AuditEntry]:
+        """Audit entries, newest first; filters: tenant, actor, action (prefix), since, until."""
+        from modelplane.client import auth
+
+        return auth.audit(self, **filters)

@@ -1,5 +1,6 @@
 """Imports every table module so ``metadata`` is complete (used by Alembic)."""
 
+from modelplane.auth import tables as _auth_tables  # noqa: F401
 from modelplane.datasets import tables as _datasets_tables  # noqa: F401
 from modelplane.db.base import Base
 from modelplane.jobs import tables as _jobs_tables  # noqa: F401

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from modelplane.errors import InvalidInput
+from modelplane.runtimes.pickle import scan_pickle
 from modelplane.schemas.registry import FORMATS, Signature, TensorSpec
 from modelplane.storage.archives import ArchiveInfo, normalize_member
 
@@ -37,6 +38,11 @@ def inspect_artifact(
     if fmt in _ZIP_FORMATS:
         if packaging == "file" and not zipfile.is_zipfile(path):
             raise InvalidInput(f"artifact is not {_ZIP_FORMATS[fmt]} (not a zip container)")
+        return None
+    if fmt == "pickle":
+        if archive is not None:
+            raise InvalidInput("format 'pickle' takes one .pkl or .joblib file, not an archive")
+        scan_pickle(path)  # walks the opcodes; never unpickles
         return None
     if fmt == "transformers":
         if archive is None:

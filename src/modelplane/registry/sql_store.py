@@ -85,6 +85,7 @@ class SqlRegistryStore(RegistryStore):
             description=row.description,
             task=row.task,
             tags=row.tags,
+            trusted=row.trusted,
             latest_version=latest,
             created_at=row.created_at,
             updated_at=row.updated_at,
@@ -223,9 +224,12 @@ class SqlRegistryStore(RegistryStore):
         task: str | None = None,
         tags: dict[str, str] | None = None,
         remove_tags: list[str] | None = None,
+        trusted: bool | None = None,
     ) -> Model:
         with self._tx() as s:
             row = self._model_row(s, tenant, name)
+            if trusted is not None:
+                row.trusted = trusted
             if description is not None:
                 row.description = description
             if task is not None:

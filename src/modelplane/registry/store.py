@@ -45,7 +45,9 @@ class RegistryStore(abc.ABC):
         task: str | None = None,
         tags: dict[str, str] | None = None,
         remove_tags: list[str] | None = None,
-    ) -> Model: ...
+        trusted: bool | None = None,
+    ) -> Model:
+        """``trusted``: only an admin may set it (the route checks; the store just records)."""
 
     @abc.abstractmethod
     def delete_model(self, tenant: str, name: str) -> None: ...

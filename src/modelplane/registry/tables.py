@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from modelplane.db.base import Base, utcnow
@@ -23,6 +23,8 @@ class ModelRow(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     task: Mapped[str] = mapped_column(String(64), default="")
     tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Set by an admin: lets pickle-based formats load (they run code when loaded).
+    trusted: Mapped[bool] = mapped_column(default=False, server_default=false())
     # Highest number ever given: numbers are never reused, even after a delete.
     last_version: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

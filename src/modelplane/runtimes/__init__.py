@@ -18,6 +18,7 @@ RUNTIMES: dict[str, str] = {
     "torch_export": "modelplane.runtimes.torch_export:TorchExportRuntime",
     "skops": "modelplane.runtimes.skops:SkopsRuntime",
     "transformers": "modelplane.runtimes.transformers:TransformersRuntime",
+    "pickle": "modelplane.runtimes.pickle:PickleRuntime",
 }
 
 

@@ -24,6 +24,7 @@ class RuntimeOptions:
     intra_op_threads: int = 1
     inter_op_threads: int = 1
     task: str = ""
+    spin: bool = False  # let intra-op threads busy-wait between runs
     trusted: bool = False  # an admin marked the model trusted (pickle-based formats)
     signature: Signature | None = None  # what the registry recorded, when known
     extra: dict[str, Any] = field(default_factory=dict)

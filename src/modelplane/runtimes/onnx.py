@@ -61,6 +61,8 @@ class OnnxRuntime(Runtime):
         so.intra_op_num_threads = options.intra_op_threads
         so.inter_op_num_threads = options.inter_op_threads
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if not options.spin:  # on a shared CPU, spinning threads steal the gateway's time
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         path = single_file(artifact_dir, (".onnx",))
         session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         return cls(session)

@@ -14,6 +14,7 @@ FORMATS = (
     "torchscript",
     "torch_export",
     "transformers",
+    "pickle",  # .pkl / .joblib; loads only once an admin marks the model trusted
 )
 
 
@@ -33,6 +34,7 @@ class Model(BaseModel):
     description: str
     task: str
     tags: dict[str, str]
+    trusted: bool = False  # an admin allowed pickle-based artifacts of this model to load
     latest_version: int | None
     created_at: datetime
     updated_at: datetime

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from modelplane.errors import BadRequest, InvalidInput, NotFound
-from modelplane.registry.names import ModelRef, check_alias, parse_ref
+from modelplane.registry.names import ModelRef, check_alias
 from modelplane.runtimes.base import Arrays
 from modelplane.schemas.registry import Signature, TensorSpec
 from modelplane.serving.manager import Deployed, ModelManager
@@ -81,22 +81,34 @@ class DataPlane:
         self.manager = manager
 
     def deployment(self, tenant: str, name: str) -> Deployed:
-        return self.manager.lookup(tenant, name)
+        """The tenant's deployment, or ``<owner>~<name>`` that its owner shared with it."""
+        dep = self.manager.deployments.get((tenant, name))
+        return dep if dep is not None else self._shared(tenant, name)
+
+    def _shared(self, tenant: str, name: str) -> Deployed:
+        owner, sep, own_name = name.partition("~")
+        grants = self.manager.grants
+        if sep and grants is not None and grants.allows(tenant, "deployment", owner, own_name):
+            dep = self.manager.deployments.get((owner, own_name))
+            if dep is not None:
+                return dep
+        raise NotFound(f"deployment {name!r} not found")
 
     async def version_for_label(self, tenant: str, name: str, label: str) -> int:
         """The version that alias ``label`` of the deployment's model points to (404 if none)."""
-        model = parse_ref(self.manager.lookup(tenant, name).model).model
+        dep = self.deployment(tenant, name)
+        owner, ref = self.manager.source(dep.tenant, dep.model)
         try:
-            ref = ModelRef(model, alias=check_alias(label))
+            ref = ModelRef(ref.model, alias=check_alias(label))
         except InvalidInput as exc:
             raise NotFound(f"label {label!r} of model {name!r} not found") from exc
-        version = await asyncio.to_thread(self.manager.registry.store.get_version, tenant, ref)
+        version = await asyncio.to_thread(self.manager.registry.store.get_version, owner, ref)
         return version.version
 
     async def infer(
         self, tenant: str, name: str, version: int | None, request: InferenceRequest
     ) -> InferenceResponse:
-        dep = self.manager.lookup(tenant, name)
+        dep = self.deployment(tenant, name)
         replica = dep.active
         if replica is not None:
             check_inputs(replica.signature, request.inputs)

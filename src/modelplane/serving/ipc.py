@@ -13,6 +13,7 @@ bytes) travel as u32-length-prefixed items.
 from __future__ import annotations
 
 import contextlib
+import math
 import struct
 from multiprocessing import resource_tracker
 from multiprocessing.shared_memory import SharedMemory
@@ -75,7 +76,7 @@ def _encode_objects(arr: np.ndarray) -> tuple[str, bytes]:
 
 
 def _decode_objects(buf: memoryview, kind: str, shape: list[int]) -> np.ndarray:
-    count = int(np.prod(shape)) if shape else 1
+    count = math.prod(shape)
     out = np.empty(count, dtype=object)
     pos = 0
     for i in range(count):

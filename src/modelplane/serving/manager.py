@@ -17,10 +17,10 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from modelplane.errors import BadRequest, InvalidInput, NotFound, Unavailable
-from modelplane.registry.names import check_name, parse_ref
+from modelplane.registry.names import ModelRef, check_name, parse_ref
 from modelplane.registry.service import RegistryService
 from modelplane.runtimes import RUNTIMES
 from modelplane.runtimes.base import Arrays
@@ -39,6 +39,12 @@ from modelplane.settings import Settings
 from modelplane.storage.materialize import materialize
 
 log = logging.getLogger("modelplane.serving")
+
+
+class Sharing(Protocol):
+    """Grants between tenants (``modelplane.auth.grants``); in memory, cheap to ask."""
+
+    def allows(self, grantee: str, kind: str, owner: str, name: str) -> bool: ...
 
 
 @dataclass(eq=False)
@@ -82,6 +88,7 @@ class ModelManager:
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.grants: Sharing | None = None  # set by the app: models shared by other tenants
 
     # -- lifecycle -----------------------------------------------------------
     async def start(self) -> None:
@@ -213,8 +220,20 @@ class ModelManager:
             **dep.config.model_dump(),
         )
 
+    def source(self, tenant: str, model: str) -> tuple[str, ModelRef]:
+        """(owning tenant, reference) of a model reference; ``owner~name[@sel]`` names a model
+        another tenant shared with ``tenant`` (404, as for any unknown model, if it did not)."""
+        owner, sep, rest = model.partition("~")
+        if not sep:
+            return tenant, parse_ref(model)
+        ref = parse_ref(rest)
+        if not (owner and self.grants and self.grants.allows(tenant, "model", owner, ref.model)):
+            raise NotFound(f"model {f'{owner}~{ref.model}'!r} not found")
+        return owner, ref
+
     async def _resolve_checked(self, tenant: str, model: str) -> Version:
-        version = await asyncio.to_thread(self.registry.store.get_version, tenant, parse_ref(model))
+        owner, ref = self.source(tenant, model)
+        version = await asyncio.to_thread(self.registry.store.get_version, owner, ref)
         if version.format not in RUNTIMES:
             raise InvalidInput(f"no runtime serves format {version.format!r} yet")
         return version
@@ -253,12 +272,15 @@ class ModelManager:
             if dep.deleted or dep.unloaded:
                 return
             try:
-                version = await asyncio.to_thread(
-                    self.registry.store.get_version, dep.tenant, parse_ref(dep.model)
-                )
+                owner, ref = self.source(dep.tenant, dep.model)
+                version = await asyncio.to_thread(self.registry.store.get_version, owner, ref)
             except NotFound as exc:
                 if dep.active is None:
                     dep.state, dep.reason = "failed", exc.message
+                elif "~" in dep.model:  # a shared model: its owner revoked the grant
+                    replica, dep.active = dep.active, None
+                    dep.state, dep.reason = "failed", exc.message
+                    await self._retire(replica)
                 return
             current = dep.active.version if dep.active else None
             if not force and (version.version == current or version.version == dep.failed_version):
@@ -267,7 +289,7 @@ class ModelManager:
             if dep.active is None:
                 dep.state, dep.reason = "loading", None
             try:
-                replica = await self._start_replica(dep, version)
+                replica = await self._start_replica(dep, version, owner)
             except (LoadFailed, InvalidInput, OSError) as exc:
                 why = exc.message if isinstance(exc, InvalidInput) else str(exc)
                 dep.failed_version = version.version
@@ -291,13 +313,15 @@ class ModelManager:
             if old is not None:
                 await self._retire(old)
 
-    async def _start_replica(self, dep: Deployed, version: Version) -> Replica:
-        path = await asyncio.to_thread(self._materialize, dep.tenant, version)
-        model = await asyncio.to_thread(self.registry.store.get_model, dep.tenant, version.model)
+    async def _start_replica(self, dep: Deployed, version: Version, owner: str) -> Replica:
+        path = await asyncio.to_thread(self._materialize, owner, version)
+        model = await asyncio.to_thread(self.registry.store.get_model, owner, version.model)
         options = {
             "intra_op_threads": dep.config.threads or self.settings.runtime_threads,
             "inter_op_threads": 1,
+            "spin": self.settings.runtime_spin,
             "task": model.task,
+            "trusted": model.trusted,  # pickle-based formats load only for trusted models
             "signature": version.signature.model_dump() if version.signature.inputs else None,
         }
         arena = self.settings.shm_arena_bytes

@@ -1,4 +1,9 @@
-"""Artifacts as folders a runtime can load: linked or unpacked once into a cache, atomically."""
+"""Artifacts as folders a runtime can load: linked or unpacked once into a cache, atomically.
+
+The cache holds plaintext even when blobs are encrypted at rest (runtimes load
+from files), so its folder is made 0700; it lives under the data dir and can be
+deleted whenever no server runs.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from modelplane.storage.archives import extract_archive
+from modelplane.storage.blobs import private_dir
 
 
 def materialize(blob: Path, sha256: str, packaging: str, filename: str, cache_dir: Path) -> Path:
@@ -15,7 +21,7 @@ def materialize(blob: Path, sha256: str, packaging: str, filename: str, cache_di
     final = cache_dir / sha256
     if final.is_dir():
         return final
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(cache_dir)
     tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".tmp-"))
     try:
         if packaging == "file":

@@ -118,7 +118,9 @@ def _load(version: Version, ctx: JobContext) -> Any:
                          ctx.settings.data_dir.resolve() / "cache" / "artifacts")  # fmt: skip
     model = ctx.registry.store.get_model(ctx.tenant, version.model)
     options = RuntimeOptions(
-        task=model.task, signature=version.signature if version.signature.inputs else None
+        task=model.task,
+        signature=version.signature if version.signature.inputs else None,
+        trusted=model.trusted,
     )
     return runtime_class(version.format).load(folder, options)
 
