@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,6 +43,19 @@ def _text(arr: np.ndarray) -> np.ndarray:
     return np.array(out, dtype=object).reshape(arr.shape)
 
 
+def session(path: Path, options: RuntimeOptions) -> Any:
+    """An onnxruntime CPU session with the thread settings every runtime shares."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = options.intra_op_threads
+    so.inter_op_num_threads = options.inter_op_threads
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if not options.spin:  # on a shared CPU, spinning threads steal the gateway's time
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
 class OnnxRuntime(Runtime):
     format = "onnx"
 
@@ -55,17 +69,7 @@ class OnnxRuntime(Runtime):
 
     @classmethod
     def load(cls, artifact_dir: Path, options: RuntimeOptions) -> OnnxRuntime:
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = options.intra_op_threads
-        so.inter_op_num_threads = options.inter_op_threads
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if not options.spin:  # on a shared CPU, spinning threads steal the gateway's time
-            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        path = single_file(artifact_dir, (".onnx",))
-        session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        return cls(session)
+        return cls(session(single_file(artifact_dir, (".onnx",)), options))
 
     def metadata(self) -> Signature:
         return self._sig

@@ -45,15 +45,9 @@ INPUT = "text"
 
 class OnnxBackend:
     def __init__(self, path: Path, options: RuntimeOptions) -> None:
-        import onnxruntime as ort
+        from modelplane.runtimes.onnx import session
 
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = options.intra_op_threads
-        so.inter_op_num_threads = options.inter_op_threads
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if not options.spin:  # on a shared CPU, spinning threads steal the gateway's time
-            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        self.session = session(path, options)
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.output = self.session.get_outputs()[0].name
 
