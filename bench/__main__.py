@@ -11,7 +11,7 @@ import importlib
 import sys
 import time
 
-BENCHES = ["registry"]
+BENCHES = ["registry", "ipc", "serving"]
 
 
 def main(argv: list[str] | None = None) -> int:
