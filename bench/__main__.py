@@ -11,7 +11,7 @@ import importlib
 import sys
 import time
 
-BENCHES = ["registry", "ipc", "serving"]
+BENCHES = ["registry", "ipc", "serving", "training"]
 
 
 def main(argv: list[str] | None = None) -> int:

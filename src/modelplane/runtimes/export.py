@@ -10,6 +10,9 @@ or ``python -m modelplane.runtimes.export SRC DST [--task text-classification]``
 The ONNX graph outputs the encoder's ``last_hidden_state`` (embedding tasks;
 pooling and normalisation stay in the runtime, configured by the copied
 sentence-transformers files) or the classifier's ``logits``.
+``export_model_onnx`` exports a model already in memory (e.g. a fine-tuned
+encoder with its own head) whose ``forward`` takes the tokenizer's outputs as
+keywords.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ def _wrapper(model: Any, names: list[str]) -> Any:
             self.model = model
 
         def forward(self, *args: Any) -> Any:
-            return self.model(**dict(zip(names, args, strict=True)))[0]
+            out = self.model(**dict(zip(names, args, strict=True)))
+            return out if isinstance(out, torch.Tensor) else out[0]
 
     return KeywordWrapper().eval()
 
@@ -57,26 +61,46 @@ def export_transformers_onnx(
     Checks the ONNX model against torch on a sample batch and raises ``RuntimeError``
     when they differ by more than ``atol``.
     """
-    import inspect
-
-    import torch
-    from torch.jit._trace import TracerWarning
     from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
     src, dst = Path(src), Path(dst)
     loader = AutoModelForSequenceClassification if task in CLASSIFICATION_TASKS else AutoModel
     model = loader.from_pretrained(src, attn_implementation="eager").eval()
     tokenizer = AutoTokenizer.from_pretrained(src, use_fast=True)
+    output = "logits" if task in CLASSIFICATION_TASKS else "last_hidden_state"
+    dst.mkdir(parents=True, exist_ok=True)
+    _copy_support_files(src, dst)
+    export_model_onnx(model, tokenizer, dst / "model.onnx", output=output, opset=opset, atol=atol)
+    return dst
+
+
+def export_model_onnx(
+    model: Any,
+    tokenizer: Any,
+    path: Path,
+    *,
+    output: str = "logits",
+    opset: int = 17,
+    atol: float = 1e-3,
+) -> float:
+    """Write ``model`` (in eval mode; keyword inputs from ``tokenizer``) to ``path``.
+
+    ``output`` names the graph's output: ``logits`` ([batch, labels]) or
+    ``last_hidden_state`` ([batch, sequence, dim]). Returns the largest difference
+    from torch on a sample batch; raises ``RuntimeError`` when it exceeds ``atol``.
+    """
+    import inspect
+
+    import torch
+    from torch.jit._trace import TracerWarning
+
     accepted = inspect.signature(model.forward).parameters
     encoded = tokenizer(SAMPLE, padding=True, return_tensors="pt")
     names = [n for n in MODEL_INPUTS if n in accepted and n in encoded]
     args = tuple(encoded[n] for n in names)
-    output = "logits" if task in CLASSIFICATION_TASKS else "last_hidden_state"
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
     axes[output] = {0: "batch"} if output == "logits" else {0: "batch", 1: "sequence"}
 
-    dst.mkdir(parents=True, exist_ok=True)
-    _copy_support_files(src, dst)
     wrapper = _wrapper(model, names)
     with torch.inference_mode():
         expected = wrapper(*args).numpy()
@@ -88,17 +112,14 @@ def export_transformers_onnx(
         torch.onnx.export(
             wrapper,
             args,
-            str(dst / "model.onnx"),
+            str(path),
             input_names=names,
             output_names=[output],
             dynamic_axes=axes,
             opset_version=opset,
             dynamo=False,
         )
-    _check(
-        dst / "model.onnx", {n: a.numpy() for n, a in zip(names, args, strict=True)}, expected, atol
-    )
-    return dst
+    return _check(path, {n: a.numpy() for n, a in zip(names, args, strict=True)}, expected, atol)
 
 
 def _copy_support_files(src: Path, dst: Path) -> None:
@@ -112,7 +133,7 @@ def _copy_support_files(src: Path, dst: Path) -> None:
         shutil.copyfile(path, dst / rel)
 
 
-def _check(path: Path, feed: dict[str, np.ndarray], expected: np.ndarray, atol: float) -> None:
+def _check(path: Path, feed: dict[str, np.ndarray], expected: np.ndarray, atol: float) -> float:
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -120,6 +141,7 @@ def _check(path: Path, feed: dict[str, np.ndarray], expected: np.ndarray, atol: 
     diff = float(np.max(np.abs(got - expected))) if got.shape == expected.shape else np.inf
     if diff > atol:
         raise RuntimeError(f"exported model differs from torch by {diff:.2e} (> {atol})")
+    return diff
 
 
 def main(argv: list[str] | None = None) -> None:

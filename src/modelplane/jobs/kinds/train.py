@@ -5,12 +5,17 @@ with its sizes), hyperparameters, resources, and where the result goes. The
 result is a new version (ONNX for serving, the torch checkpoint and the input
 encoding beside it) whose lineage records the job, the dataset's hash, the
 parameters, the validation metrics and, when given, the base version.
+
+With ``base: "name@ref"`` (a ``transformers`` version) the job fine-tunes that
+encoder with a new classification head on ``data.text_field`` -> ``data.target``
+instead (see ``kinds/finetune.py``) and registers a ``transformers`` folder.
 """
 
 from __future__ import annotations
 
 import json
 import tarfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,6 +52,10 @@ class Output(BaseModel):
 class TrainJob(BaseModel):
     model_config = ConfigDict(extra="forbid")
     dataset: str
+    base: str | None = Field(
+        default=None,
+        description='fine-tune this version ("name@3", "name@alias"; format transformers)',
+    )
     model: ModelSpec = Field(default_factory=ModelSpec)
     hyper: Hyper = Field(default_factory=Hyper)
     data: DataSpec = Field(default_factory=DataSpec)
@@ -126,36 +135,47 @@ def _register(
     save_checkpoint({"model": result.model.state_dict(), "spec": spec.model_dump(mode="json")},
                     work / "checkpoint.pt")  # fmt: skip
     (work / "encoding.json").write_text(json.dumps(result.encoding.to_dict(), default=str))
-    tar = ctx.work_dir() / "artifact.tar"
-    with tarfile.open(tar, "w") as tf:
-        for f in sorted(work.iterdir()):
-            tf.add(f, arcname=f.name)
-    store = ctx.registry.store
-    name = spec.output.model
-    try:
-        store.get_model(ctx.tenant, name)
-    except NotFound:
-        task = (
-            "classification" if result.encoding.task == "classification" else result.encoding.task
-        )
-        store.create_model(ctx.tenant, name, spec.output.description, task, {"trained": "true"})
-    metrics = {k: float(v) for k, v in result.metrics.items() if np.isfinite(v)}
-    writer = ctx.registry.new_writer()
-    with open(tar, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            writer.write(chunk)
+    metrics = finite(result.metrics)
     meta = VersionMeta(
         format="onnx", packaging="tar", metrics=metrics, description=spec.output.description,
         params=spec.model_dump(mode="json", exclude={"output"}),
         source={"job_id": ctx.job.id, "kind": ctx.job.kind, "datasets": sources,
                 "epochs_run": result.epochs_run, "stop_reason": result.stop_reason},
     )  # fmt: skip
+    out = publish(ctx, spec.output, work, meta, result.encoding.task)
+    out["max_export_error"] = sig.get("max_abs_diff")
+    return out
+
+
+def finite(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if np.isfinite(v)}
+
+
+def publish(
+    ctx: JobContext, output: Output, folder: Path, meta: VersionMeta, task: str
+) -> dict[str, Any]:
+    """Tar ``folder``, register it as a new version of ``output.model`` (created with ``task``
+    if missing) and move ``output.alias`` to it when ``output.alias_when`` passes."""
+    tar = ctx.work_dir() / "artifact.tar"
+    with tarfile.open(tar, "w") as tf:
+        for f in sorted(folder.iterdir()):
+            tf.add(f, arcname=f.name)
+    store, name = ctx.registry.store, output.model
+    try:
+        store.get_model(ctx.tenant, name)
+    except NotFound:
+        store.create_model(ctx.tenant, name, output.description, task, {"trained": "true"})
+    writer = ctx.registry.new_writer()
+    with open(tar, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            writer.write(chunk)
     version = ctx.registry.finish_upload(
         ctx.tenant, name, writer, "model.tar", meta, ctx.job.created_by
     )
-    out: dict[str, Any] = {"model": name, "version": version.version, "metrics": metrics,
-                           "max_export_error": sig.get("max_abs_diff")}  # fmt: skip
-    alias, when = spec.output.alias, spec.output.alias_when
+    tar.unlink()
+    metrics = meta.metrics
+    out: dict[str, Any] = {"model": name, "version": version.version, "metrics": metrics}
+    alias, when = output.alias, output.alias_when
     if alias:
         value = metrics.get(when.metric) if when else None
         passes = when is None or (
@@ -178,9 +198,18 @@ class Train:
     spec = TrainJob
 
     def check(self, spec: TrainJob, env: SubmitEnv) -> None:
+        if spec.base is not None:
+            from modelplane.jobs.kinds.finetune import check_finetune
+
+            check_finetune(spec, env)
+            return
         _check_common(spec, env, [spec.dataset])
 
     def run(self, spec: TrainJob, ctx: JobContext) -> dict[str, Any]:
+        if spec.base is not None:
+            from modelplane.jobs.kinds.finetune import run_finetune
+
+            return run_finetune(spec, ctx)
         from modelplane.training import prepare
         from modelplane.training.distributed import run_training
 
@@ -195,6 +224,8 @@ class FederatedTrain:
     spec = FederatedJob
 
     def check(self, spec: FederatedJob, env: SubmitEnv) -> None:
+        if spec.base is not None:
+            raise InvalidInput("base: federated_train does not fine-tune; use kind 'train'")
         if bool(spec.dataset) == bool(spec.datasets):
             raise InvalidInput("give 'dataset' (with partition_by) or 'datasets', not both")
         if spec.dataset and not spec.partition_by:
