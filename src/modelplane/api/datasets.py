@@ -111,14 +111,10 @@ def get_dataset(name: str, svc: Svc, t: Tenant) -> Dataset:
 def download_dataset(name: str, request: Request, svc: Svc, t: Tenant) -> Response:
     """Stream the file; ``ETag`` is its sha256, ``Range`` and ``If-None-Match`` honoured."""
     ds = svc.store.get(t, check_dataset_name(name))
-    etag = f'"{ds.sha256}"'
-    # Not immutable: a deleted name can be uploaded again with other bytes; revalidate by ETag.
-    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
-    inm = request.headers.get("if-none-match")
-    if inm and (inm.strip() == "*" or etag in [x.strip() for x in inm.split(",")]):
-        return Response(status_code=304, headers=headers)
     filename = f"{ds.name}.{_EXTENSIONS.get(ds.format, 'bin')}"
-    return blob_response(request, svc.blobs, ds.sha256, filename=filename, headers=headers)
+    # Not immutable (the default no-cache): a deleted name can be uploaded again with other
+    # bytes, so clients revalidate by ETag.
+    return blob_response(request, svc.blobs, ds.sha256, filename=filename)
 
 
 @router.delete("/datasets/{name}", status_code=204)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import io
 import secrets
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import BinaryIO
 from urllib.parse import quote
 
@@ -37,10 +37,17 @@ def blob_response(
     *,
     filename: str,
     media_type: str = "application/octet-stream",
-    headers: Mapping[str, str] | None = None,
+    cache_control: str = "private, no-cache",
 ) -> Response:
-    """The blob ``digest`` as a download (200, 206 or 416). Blocking: call from a sync route."""
-    out = {**(headers or {}), "accept-ranges": "bytes"}
+    """The blob ``digest`` as a download (200, 206, 304 or 416); ``ETag`` is its sha256.
+
+    Blocking: call from a sync route.
+    """
+    etag = f'"{digest}"'
+    inm = request.headers.get("if-none-match")
+    if inm and (inm.strip() == "*" or etag in [x.strip() for x in inm.split(",")]):
+        return Response(status_code=304, headers={"ETag": etag, "Cache-Control": cache_control})
+    out = {"ETag": etag, "Cache-Control": cache_control, "accept-ranges": "bytes"}
     out["content-disposition"] = disposition(filename)
     fh = blobs.open(digest)
     try:

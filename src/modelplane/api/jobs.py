@@ -82,17 +82,13 @@ def job_output(job_id: str, request: Request, svc: Jobs, t: Tenant) -> Response:
     output = job.result.get("output")
     if not isinstance(output, dict) or "sha256" not in output:
         raise NotFound(f"job {job_id} has no output ({job.state})")
-    etag = f'"{output["sha256"]}"'
-    if request.headers.get("if-none-match") == etag:
-        return Response(status_code=304, headers={"ETag": etag})
     media = (
         "application/x-ndjson" if output.get("format") == "jsonl" else "application/octet-stream"
     )
     name = f"job-{job_id}.{output.get('format', 'bin')}"
     return blob_response(
-        request, svc.registry.blobs, str(output["sha256"]), filename=name, media_type=media,
-        headers={"ETag": etag},
-    )  # fmt: skip
+        request, svc.registry.blobs, str(output["sha256"]), filename=name, media_type=media
+    )
 
 
 @router.get("/jobs/{job_id}/logs", response_model=None)
