@@ -7,13 +7,12 @@ from typing import Annotated, Any
 import anyio.to_thread
 import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
-from starlette.requests import ClientDisconnect
 
 from modelplane.api.deps import actor, tenant
 from modelplane.api.downloads import blob_response
-from modelplane.api.upload import read_upload
+from modelplane.api.upload import receive_upload
 from modelplane.datasets.service import DatasetService, check_dataset_name, parse_meta
-from modelplane.errors import BadRequest, InvalidInput, PayloadTooLarge
+from modelplane.errors import BadRequest
 from modelplane.schemas.datasets import FORMATS, Dataset, DatasetPage
 
 router = APIRouter(prefix="/api/v1", tags=["datasets"])
@@ -60,24 +59,9 @@ _UPLOAD_BODY = {
 @router.post("/datasets", status_code=201, openapi_extra=_UPLOAD_BODY)
 async def upload_dataset(request: Request, svc: Svc, t: Tenant, who: Actor) -> Dataset:
     """Upload a file (multipart ``file`` + ``name``); its schema is inferred before it is kept."""
-    limit = svc.settings.max_upload_bytes
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit + svc.settings.max_json_bytes:
-        raise PayloadTooLarge(f"upload of {declared} bytes exceeds the limit of {limit} bytes")
+    form, writer, filename = await receive_upload(request, svc.new_writer, svc.settings, "dataset")
     try:
-        up = await read_upload(
-            request.headers.get("content-type", ""),
-            request.stream(),
-            svc.new_writer,
-            svc.settings.max_json_bytes,
-        )
-    except ClientDisconnect as exc:
-        raise BadRequest("client disconnected during the upload") from exc
-    writer = up.writer
-    if writer is None:
-        raise InvalidInput("no dataset: send the file as a multipart part named 'file'")
-    try:
-        fields: dict[str, Any] = dict(up.fields)
+        fields: dict[str, Any] = dict(form)
         if "tags" in fields:
             try:
                 fields["tags"] = orjson.loads(fields["tags"])
@@ -87,7 +71,7 @@ async def upload_dataset(request: Request, svc: Svc, t: Tenant, who: Actor) -> D
     except BaseException:
         writer.abort()
         raise
-    return await anyio.to_thread.run_sync(svc.finish_upload, t, meta, writer, up.filename, who)
+    return await anyio.to_thread.run_sync(svc.finish_upload, t, meta, writer, filename, who)
 
 
 @router.get("/datasets")

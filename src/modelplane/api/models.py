@@ -8,12 +8,11 @@ import anyio.to_thread
 import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
-from starlette.requests import ClientDisconnect
 
 from modelplane.api.deps import actor, registry, tenant
 from modelplane.api.downloads import blob_response
-from modelplane.api.upload import read_upload
-from modelplane.errors import BadRequest, Forbidden, InvalidInput, NotFound, PayloadTooLarge
+from modelplane.api.upload import receive_upload
+from modelplane.errors import BadRequest, Forbidden, InvalidInput, NotFound
 from modelplane.registry.names import (
     MAX_VERSION,
     check_alias,
@@ -184,33 +183,18 @@ def delete_model(name: str, svc: Svc, t: Tenant) -> Response:
 async def upload_version(name: str, request: Request, svc: Svc, t: Tenant, who: Actor) -> Version:
     """Upload an artifact (multipart: ``file`` plus ``metadata`` JSON and/or plain fields)."""
     _name(name)
-    limit = svc.settings.max_upload_bytes
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit + svc.settings.max_json_bytes:
-        raise PayloadTooLarge(f"upload of {declared} bytes exceeds the limit of {limit} bytes")
     await anyio.to_thread.run_sync(svc.store.get_model, t, name)
-    try:
-        up = await read_upload(
-            request.headers.get("content-type", ""),
-            request.stream(),
-            svc.new_writer,
-            svc.settings.max_json_bytes,
-        )
-    except ClientDisconnect as exc:
-        raise BadRequest("client disconnected during the upload") from exc
-    writer = up.writer
-    if writer is None:
-        raise InvalidInput("no artifact: send the file as a multipart part named 'file'")
+    form, writer, filename = await receive_upload(request, svc.new_writer, svc.settings, "artifact")
     try:
         fields: dict[str, Any] = {}
-        if "metadata" in up.fields:
+        if "metadata" in form:
             try:
-                fields = orjson.loads(up.fields.pop("metadata"))
+                fields = orjson.loads(form.pop("metadata"))
             except orjson.JSONDecodeError as exc:
                 raise BadRequest(f"metadata is not valid JSON: {exc}") from exc
             if not isinstance(fields, dict):
                 raise InvalidInput("metadata must be a JSON object")
-        for key, value in up.fields.items():
+        for key, value in form.items():
             if key in fields:
                 raise InvalidInput(f"{key!r} given both in metadata and as a form field")
             fields[key] = value
@@ -218,9 +202,7 @@ async def upload_version(name: str, request: Request, svc: Svc, t: Tenant, who: 
     except BaseException:
         writer.abort()
         raise
-    return await anyio.to_thread.run_sync(
-        svc.finish_upload, t, name, writer, up.filename, meta, who
-    )
+    return await anyio.to_thread.run_sync(svc.finish_upload, t, name, writer, filename, meta, who)
 
 
 @router.get("/models/{name}/versions")

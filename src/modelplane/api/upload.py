@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 import anyio.to_thread
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect, Request
 
-from modelplane.errors import BadRequest, PayloadTooLarge
+from modelplane.errors import BadRequest, InvalidInput, PayloadTooLarge
+from modelplane.settings import Settings
 from modelplane.storage.blobs import BlobWriter
 
 _FLUSH_BYTES = 1024 * 1024
@@ -144,3 +146,29 @@ async def read_upload(
             raise BadRequest(f"malformed multipart body: {exc}") from exc
         raise
     return Upload(c.fields, c.writer, c.filename)
+
+
+async def receive_upload(
+    request: Request, new_writer: Callable[[], BlobWriter], settings: Settings, what: str
+) -> tuple[dict[str, str], BlobWriter, str]:
+    """The whole multipart upload of one ``file`` part: (other fields, its writer, filename).
+
+    413 when the declared body is already too large, 400 when the client goes away,
+    422 when no file part came; the caller owns (commits or aborts) the writer.
+    """
+    limit = settings.max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit + settings.max_json_bytes:
+        raise PayloadTooLarge(f"upload of {declared} bytes exceeds the limit of {limit} bytes")
+    try:
+        up = await read_upload(
+            request.headers.get("content-type", ""),
+            request.stream(),
+            new_writer,
+            settings.max_json_bytes,
+        )
+    except ClientDisconnect as exc:
+        raise BadRequest("client disconnected during the upload") from exc
+    if up.writer is None:
+        raise InvalidInput(f"no {what}: send the file as a multipart part named 'file'")
+    return up.fields, up.writer, up.filename
