@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from modelplane.db import utcnow, writer
 from modelplane.errors import Conflict, NotFound
@@ -31,6 +31,18 @@ def _out(row: DeploymentRow) -> StoredDeployment:
     )
 
 
+def _find(s: Session, tenant: str, name: str) -> DeploymentRow | None:
+    query = select(DeploymentRow).where(DeploymentRow.tenant == tenant, DeploymentRow.name == name)
+    return s.scalars(query).one_or_none()
+
+
+def _get(s: Session, tenant: str, name: str) -> DeploymentRow:
+    row = _find(s, tenant, name)
+    if row is None:
+        raise NotFound(f"deployment {name!r} not found")
+    return row
+
+
 class DeploymentStore:
     def __init__(self, engine: Engine) -> None:
         self._read = sessionmaker(engine, expire_on_commit=False)
@@ -41,14 +53,7 @@ class DeploymentStore:
     ) -> StoredDeployment:
         try:
             with self._write() as s, s.begin():
-                if (
-                    s.scalar(
-                        select(DeploymentRow.id).where(
-                            DeploymentRow.tenant == tenant, DeploymentRow.name == name
-                        )
-                    )
-                    is not None
-                ):
+                if _find(s, tenant, name) is not None:
                     raise Conflict(f"deployment {name!r} already exists")
                 row = DeploymentRow(tenant=tenant, name=name, model=model, config=config)
                 s.add(row)
@@ -61,27 +66,14 @@ class DeploymentStore:
         self, tenant: str, name: str, model: str, config: dict[str, Any]
     ) -> StoredDeployment:
         with self._write() as s, s.begin():
-            row = s.scalars(
-                select(DeploymentRow).where(
-                    DeploymentRow.tenant == tenant, DeploymentRow.name == name
-                )
-            ).one_or_none()
-            if row is None:
-                raise NotFound(f"deployment {name!r} not found")
+            row = _get(s, tenant, name)
             row.model, row.config, row.updated_at = model, config, utcnow()
             s.flush()
             return _out(row)
 
     def delete(self, tenant: str, name: str) -> None:
         with self._write() as s, s.begin():
-            row = s.scalars(
-                select(DeploymentRow).where(
-                    DeploymentRow.tenant == tenant, DeploymentRow.name == name
-                )
-            ).one_or_none()
-            if row is None:
-                raise NotFound(f"deployment {name!r} not found")
-            s.delete(row)
+            s.delete(_get(s, tenant, name))
 
     def all(self) -> list[StoredDeployment]:
         with self._read() as s:
