@@ -8,7 +8,7 @@ HOST    ?= 127.0.0.1
 PORT    ?= 8080
 PYTEST  := $(BIN)/pytest -n 2 --dist loadgroup
 
-.PHONY: run install dev test test-fast lint bench clean
+.PHONY: run install dev test test-fast lint bench clean promtool
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -29,12 +29,17 @@ lint: install
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
+# promtool (Debian's prometheus package) checks /metrics and exported alert rules in the tests.
+promtool:
+	@command -v promtool >/dev/null || (apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null)
+
 ## make test: lint + the whole suite (CI runs this)
-test: lint
+test: lint promtool
 	$(PYTEST)
 
 ## make test-fast: everything but the slow end-to-end tests
-test-fast: install
+test-fast: install promtool
 	$(PYTEST) -m "not slow"
 
 ## make bench: every benchmark (bench/serving.py needs wrk; it makes MLServer's venv itself, once)
