@@ -109,8 +109,16 @@ class AliasHistory(BaseModel):
 
 # -- models ------------------------------------------------------------------
 @router.post("/models", status_code=201)
-def create_model(body: ModelCreate, svc: Svc, t: Tenant) -> Model:
-    return svc.store.create_model(t, body.name, body.description, body.task, body.tags)
+def create_model(body: ModelCreate, request: Request, svc: Svc, t: Tenant) -> Model:
+    model = svc.store.create_model(t, body.name, body.description, body.task, body.tags)
+    _forget_grants(request, t, model.name)  # a reused name starts unshared
+    return model
+
+
+def _forget_grants(request: Request, t: str, name: str) -> None:
+    auth = getattr(request.app.state, "auth", None)
+    if auth is not None:
+        auth.grants.forget(t, "model", name)
 
 
 @router.get("/models")
@@ -138,7 +146,7 @@ def get_model(name: str, svc: Svc, t: Tenant) -> Model:
 def update_model(name: str, body: ModelUpdate, request: Request, svc: Svc, t: Tenant) -> Model:
     if body.trusted is not None:
         check_may_set_trust(request)
-    return svc.store.update_model(
+    model = svc.store.update_model(
         t,
         _name(name),
         description=body.description,
@@ -147,11 +155,15 @@ def update_model(name: str, body: ModelUpdate, request: Request, svc: Svc, t: Te
         remove_tags=body.remove_tags,
         trusted=body.trusted,
     )
+    if body.trusted:  # deployments that failed for want of trust may load now
+        request.app.state.manager.model_changed(t, model.name)
+    return model
 
 
 @router.delete("/models/{name}", status_code=204)
-def delete_model(name: str, svc: Svc, t: Tenant) -> Response:
+def delete_model(name: str, request: Request, svc: Svc, t: Tenant) -> Response:
     svc.store.delete_model(t, _name(name))
+    _forget_grants(request, t, name)
     return Response(status_code=204)
 
 

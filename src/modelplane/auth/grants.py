@@ -10,6 +10,11 @@ unreserved), tritonclient, TF Serving clients and the openai SDK.
 - a model grant: the grantee may deploy ``<owner>~<model>[@version|@alias]``
   in its own tenant (the deployment follows the owner's aliases).
 
+Grants go with their resource: deleting a model or deployment deletes its
+grants, and creating one clears any left under that name (by another server
+process, or from before this rule), so a new resource that happens to reuse a
+name is never shared by accident.
+
 Revoking takes effect within the snapshot's ttl in every process (at once in
 the one that revoked); a grantee deployment of a revoked model stops serving
 at its next check.
@@ -113,3 +118,16 @@ class Grants:
             if not gone.rowcount:  # type: ignore[attr-defined]
                 raise NotFound(f"{kind} {name!r} is not shared with {grantee!r}")
         self._snapshot.reload()
+
+    def forget(self, owner: str, kind: str, name: str) -> int:
+        """Delete every grant on ``owner``'s ``kind`` ``name`` (it was deleted or is new)."""
+        with self._write() as s, s.begin():
+            gone = s.execute(
+                delete(GrantRow).where(
+                    GrantRow.owner == owner, GrantRow.kind == kind, GrantRow.name == name
+                )
+            )
+            count = int(gone.rowcount or 0)  # type: ignore[attr-defined]
+        if count:
+            self._snapshot.reload()
+        return count

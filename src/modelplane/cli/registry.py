@@ -105,6 +105,7 @@ def models_show(ctx: typer.Context, name: str) -> None:
                 ("latest version", m.latest_version),
                 ("task", m.task),
                 ("tags", m.tags),
+                ("trusted", m.trusted),
                 ("description", m.description),
                 ("created", m.created_at),
                 ("updated", m.updated_at),
@@ -120,17 +121,26 @@ def models_update(
     task: Annotated[str | None, typer.Option()] = None,
     tag: Tags = None,
     remove_tag: Annotated[list[str] | None, typer.Option("--remove-tag")] = None,
+    trusted: Annotated[
+        bool | None,
+        typer.Option(
+            "--trusted/--untrusted",
+            help="Admin only: let pickle-based artifacts load (they run code when loaded).",
+        ),
+    ] = None,
 ) -> None:
-    """Change a model's description, task or tags."""
+    """Change a model's description, task, tags or (admin) trust."""
     m = client(ctx).update_model(
         name,
         description=description,
         task=task,
         tags=parse_pairs(tag, "--tag") or None,
         remove_tags=remove_tag,
+        trusted=trusted,
     )
     if not emit(ctx, m):
-        typer.echo(f"updated model {m.name}")
+        trust = "" if trusted is None else f" ({'trusted' if m.trusted else 'not trusted'})"
+        typer.echo(f"updated model {m.name}{trust}")
 
 
 @models.command("delete")

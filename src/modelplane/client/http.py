@@ -144,8 +144,14 @@ class Client:
         task: str | None = None,
         tags: dict[str, str] | None = None,
         remove_tags: list[str] | None = None,
+        trusted: bool | None = None,
     ) -> Model:
-        body = {"description": description, "task": task, "tags": tags, "remove_tags": remove_tags}
+        """``trusted`` (admin only) lets the model's pickle-based artifacts load; marking a
+        model trusted retries its deployments that failed for want of trust."""
+        body = {
+            "description": description, "task": task, "tags": tags, "remove_tags": remove_tags,
+            "trusted": trusted,
+        }  # fmt: skip
         body = {k: v for k, v in body.items() if v is not None}
         return self._get(Model, "PATCH", f"/models/{name}", json=body)
 

@@ -46,6 +46,8 @@ class Sharing(Protocol):
 
     def allows(self, grantee: str, kind: str, owner: str, name: str) -> bool: ...
 
+    def forget(self, owner: str, kind: str, name: str) -> int: ...
+
 
 @dataclass(eq=False)
 class Replica:
@@ -142,6 +144,7 @@ class ModelManager:
         stored = await asyncio.to_thread(
             self.store.create, tenant, body.name, body.model, config.model_dump()
         )
+        await self._forget_grants(tenant, body.name)  # a reused name starts unshared
         dep = self._deployed(stored)
         self.deployments[(tenant, body.name)] = dep
         self.notify()
@@ -174,9 +177,24 @@ class ModelManager:
     async def delete(self, tenant: str, name: str) -> None:
         dep = self.lookup(tenant, name)
         await asyncio.to_thread(self.store.delete, tenant, name)
+        await self._forget_grants(tenant, name)
         dep.deleted = True
         self.deployments.pop((tenant, name), None)
         await self._unload(dep)
+
+    async def _forget_grants(self, tenant: str, name: str) -> None:
+        if self.grants is not None:
+            await asyncio.to_thread(self.grants.forget, tenant, "deployment", name)
+
+    def model_changed(self, owner: str, model: str) -> None:
+        """``owner``'s ``model`` changed in a way that may let a failed load pass (it was
+        marked trusted): deployments of it try their failed version once more."""
+        for dep in list(self.deployments.values()):  # may run in a route's worker thread
+            with contextlib.suppress(NotFound, InvalidInput):
+                source, ref = self.source(dep.tenant, dep.model)
+                if (source, ref.model) == (owner, model):
+                    dep.failed_version = None
+        self.notify()
 
     async def load(self, tenant: str, name: str) -> Deployment:
         """Make sure a deployment is loaded; a registry model of that name gets one."""
