@@ -93,7 +93,9 @@ def create_app(settings: Settings | None = None) -> Gate:
     app.state.dataplane = dataplane
     app.state.auth = auth
     app.state.datasets = dataset_service
-    app.state.jobs = JobService(job_store, registry, dataset_service, settings, manager.store)
+    app.state.jobs = JobService(
+        job_store, registry, dataset_service, settings, manager.store, auth.grants
+    )
     errors.install(app)
     app.include_router(models.router)
     app.include_router(datasets.router)

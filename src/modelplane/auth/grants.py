@@ -46,6 +46,16 @@ def split_shared(name: str) -> tuple[str, str] | None:
     return owner, rest
 
 
+def granted(engine: Engine, grantee: str, kind: str, owner: str, name: str) -> bool:
+    """``Grants.allows`` straight from the database (one row), for job processes."""
+    q = select(GrantRow.id).where(
+        GrantRow.owner == owner, GrantRow.kind == kind, GrantRow.name == name,
+        GrantRow.grantee == grantee,
+    )  # fmt: skip
+    with engine.connect() as c:
+        return c.execute(q.limit(1)).first() is not None
+
+
 def _out(r: GrantRow) -> Grant:
     return Grant(
         owner=r.owner, kind=r.kind, name=r.name, grantee=r.grantee,

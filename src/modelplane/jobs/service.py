@@ -17,9 +17,10 @@ from modelplane.settings import Settings
 class JobService:
     def __init__(
         self, store: JobStore, registry: RegistryService, datasets: Any, settings: Settings,
-        deployments: Any = None,
+        deployments: Any = None, grants: Any = None,
     ) -> None:  # fmt: skip
         self.deployments = deployments
+        self.grants = grants  # auth.grants.Grants: models and deployments shared across tenants
         self.store = store
         self.registry = registry
         self.datasets = datasets
@@ -39,7 +40,8 @@ class JobService:
             spec = k.spec.model_validate(body)
         except ValidationError as exc:
             raise InvalidInput(describe_validation(exc)) from exc
-        k.check(
-            spec, SubmitEnv(tenant, self.registry, self.datasets, self.settings, self.deployments)
+        env = SubmitEnv(
+            tenant, self.registry, self.datasets, self.settings, self.deployments, self.grants
         )
+        k.check(spec, env)
         return self.store.submit(tenant, name, title, spec.model_dump(mode="json"), actor)

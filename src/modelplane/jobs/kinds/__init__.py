@@ -27,6 +27,7 @@ class SubmitEnv:
     datasets: Any  # datasets service (lookup by tenant and name)
     settings: Settings
     deployments: Any = None  # serving.store.DeploymentStore
+    grants: Any = None  # auth.grants.Grants: what other tenants shared with this one
 
 
 class Kind(Protocol):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +19,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from modelplane.auth.grants import SEP, granted, split_shared
 from modelplane.errors import InvalidInput, NotFound
 from modelplane.jobs.context import JobContext
 from modelplane.jobs.kinds import Cancelled, SubmitEnv
@@ -31,8 +34,12 @@ class BatchPredictSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     dataset: str
-    model: str | None = Field(default=None, description='"name", "name@3" or "name@alias"')
-    deployment: str | None = Field(default=None, description="use the version it serves")
+    model: str | None = Field(
+        default=None, description='"name", "name@3", "name@alias"; "owner~name…" if shared'
+    )
+    deployment: str | None = Field(
+        default=None, description='use the version it serves ("owner~name" if shared)'
+    )
     input: str | None = Field(default=None, description="model input (default: its only one)")
     features: list[str] | None = Field(default=None, description="columns (default: numeric)")
     keep: list[str] = Field(default_factory=list, description="columns copied to each output row")
@@ -46,13 +53,42 @@ class BatchPredictSpec(BaseModel):
         return self
 
 
-def _model_ref(spec: BatchPredictSpec, tenant: str, deployments: DeploymentStore) -> str:
+# (grantee, kind, owner, name) -> shared? (``auth.grants``)
+Shared = Callable[[str, str, str, str], bool]
+
+
+def _shared_ref(tenant: str, ref: str, shared: Shared) -> tuple[str, str]:
+    """(owning tenant, reference) of ``name[@sel]`` or of a shared ``owner~name[@sel]``."""
+    split = split_shared(ref)
+    if split is None:
+        return tenant, ref
+    owner, rest = split
+    if not shared(tenant, "model", owner, parse_ref(rest).model):
+        raise NotFound(f"model {ref.partition('@')[0]!r} not found")  # as if it did not exist
+    return owner, rest
+
+
+def _source(
+    spec: BatchPredictSpec, tenant: str, deployments: DeploymentStore, shared: Shared
+) -> tuple[str, str]:
+    """(owning tenant, model reference) the job reads: the model named, or the one a
+    deployment serves (the tenant's own, or ``owner~deployment`` shared with it)."""
     if spec.model is not None:
-        return spec.model
+        return _shared_ref(tenant, spec.model, shared)
+    owner, name = tenant, str(spec.deployment)
+    split = split_shared(name)
+    if split is not None:
+        owner, name = split
+        if not shared(tenant, "deployment", owner, name):
+            raise NotFound(f"deployment {spec.deployment!r} not found")
     for d in deployments.all():
-        if d.tenant == tenant and d.name == spec.deployment:
-            return d.model
+        if d.tenant == owner and d.name == name:
+            return _shared_ref(owner, d.model, shared)
     raise NotFound(f"deployment {spec.deployment!r} not found")
+
+
+def _label(tenant: str, owner: str, model: str) -> str:
+    return model if owner == tenant else f"{owner}{SEP}{model}"
 
 
 class BatchPredict:
@@ -60,8 +96,9 @@ class BatchPredict:
 
     def check(self, spec: BatchPredictSpec, env: SubmitEnv) -> None:
         ds = env.datasets.store.get(env.tenant, spec.dataset)  # 404 if not this tenant's
-        ref = _model_ref(spec, env.tenant, env.deployments)
-        version = env.registry.store.get_version(env.tenant, parse_ref(ref))
+        shared: Shared = env.grants.allows if env.grants is not None else _nothing_shared
+        owner, ref = _source(spec, env.tenant, env.deployments, shared)
+        version = env.registry.store.get_version(owner, parse_ref(ref))
         if version.format not in RUNTIMES:
             raise InvalidInput(f"model: no runtime serves format {version.format!r}")
         if ds.format in ("csv", "parquet", "jsonl"):
@@ -74,15 +111,20 @@ class BatchPredict:
             raise InvalidInput(f"input: the model's inputs are {inputs}")
 
     def run(self, spec: BatchPredictSpec, ctx: JobContext) -> dict[str, Any]:
-        ref = _model_ref(spec, ctx.tenant, DeploymentStore(ctx.store.engine))
-        version = ctx.registry.store.get_version(ctx.tenant, parse_ref(ref))
-        runtime = _load(version, ctx)
+        engine = ctx.store.engine
+        # Grants are checked again here: one revoked after the submit stops the job.
+        owner, ref = _source(spec, ctx.tenant, DeploymentStore(engine), partial(granted, engine))
+        version = ctx.registry.store.get_version(owner, parse_ref(ref))
+        runtime = _load(owner, version, ctx)
         ds, path = ctx.datasets.file(ctx.tenant, spec.dataset)
         feed, kept = _inputs(spec, ds.format, path, runtime.metadata())
         rows = len(next(iter(feed.values())))
         chunks = max(1, math.ceil(rows / spec.chunk_size))
         done = {int(m["chunk"]): str(m["part"]) for m in ctx.job.metrics if "part" in m}
-        ctx.log(f"{ref} -> v{version.version}: {rows} rows in {chunks} chunk(s), {len(done)} done")
+        label = _label(ctx.tenant, owner, ref)
+        ctx.log(
+            f"{label} -> v{version.version}: {rows} rows in {chunks} chunk(s), {len(done)} done"
+        )
         work = ctx.work_dir()
         for k in range(chunks):
             if k in done:
@@ -104,19 +146,22 @@ class BatchPredict:
         size = output.stat().st_size
         output.unlink()
         return {
-            "model": version.model, "version": version.version, "rows": rows,
+            "model": _label(ctx.tenant, owner, version.model), "version": version.version,
+            "rows": rows,
             "output": {"sha256": sha, "size": size, "format": spec.output_format},
         }  # fmt: skip
 
 
-def _load(version: Version, ctx: JobContext) -> Any:
-    _, blob = ctx.registry.artifact_path(
-        ctx.tenant, parse_ref(f"{version.model}@{version.version}")
-    )
+def _nothing_shared(grantee: str, kind: str, owner: str, name: str) -> bool:
+    return False
+
+
+def _load(owner: str, version: Version, ctx: JobContext) -> Any:
+    _, blob = ctx.registry.artifact_path(owner, parse_ref(f"{version.model}@{version.version}"))
     a = version.artifact
     folder = materialize(blob, a.sha256, a.packaging, a.filename,
                          ctx.settings.data_dir.resolve() / "cache" / "artifacts")  # fmt: skip
-    model = ctx.registry.store.get_model(ctx.tenant, version.model)
+    model = ctx.registry.store.get_model(owner, version.model)  # its owner's trust decides
     options = RuntimeOptions(
         task=model.task,
         signature=version.signature if version.signature.inputs else None,
