@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 
 from modelplane import __version__
 from modelplane.api import (
@@ -17,21 +16,27 @@ from modelplane.api import (
     deployments,
     errors,
     grants,
+    health,
     jobs,
     models,
     oip,
     openai,
     tenants,
     tfserving,
+    usage,
 )
 from modelplane.api.fastpath import FastPath
 from modelplane.api.gate import Gate
+from modelplane.api.instrument import Instrument
 from modelplane.auth import Auth
 from modelplane.datasets import DatasetService, DatasetStore
 from modelplane.db import make_engine, upgrade
 from modelplane.jobs.runner import Runner
 from modelplane.jobs.service import JobService
 from modelplane.jobs.store import JobStore
+from modelplane.monitoring import gauges
+from modelplane.monitoring.metrics import Metrics
+from modelplane.monitoring.usage import UsageMeter
 from modelplane.registry import RegistryService, SqlRegistryStore
 from modelplane.serving.dataplane import DataPlane
 from modelplane.serving.manager import ModelManager
@@ -63,10 +68,18 @@ def create_app(settings: Settings | None = None) -> Gate:
     manager.grants = auth.grants
     job_store = JobStore(engine)
     runner = Runner(job_store, settings) if settings.job_slots > 0 else None
+    # One metrics registry and one usage meter per app (tests build many apps per process).
+    metrics = Metrics(enabled=settings.metrics)
+    meter = UsageMeter(engine, settings.usage_flush_seconds, enabled=settings.metrics)
+    manager.metrics = metrics
+    gauges.install(metrics, manager.deployments, engine)
+    if runner is not None:
+        runner.usage, runner.metrics = meter.store, metrics
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await manager.start()
+        meter.start()
         if runner is not None:
             runner.start()
         try:
@@ -77,6 +90,7 @@ def create_app(settings: Settings | None = None) -> Gate:
                     await asyncio.to_thread(runner.stop)
             finally:
                 await manager.stop()
+                await asyncio.to_thread(meter.stop)  # the last flush: a graceful stop loses none
                 await auth.close()
                 engine.dispose()
 
@@ -87,6 +101,8 @@ def create_app(settings: Settings | None = None) -> Gate:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.usage = meter
     app.state.engine = engine
     app.state.registry = registry
     app.state.manager = manager
@@ -107,10 +123,8 @@ def create_app(settings: Settings | None = None) -> Gate:
     app.include_router(tenants.router)
     app.include_router(grants.router)
     app.include_router(audit.router)
-
-    @app.get("/healthz", tags=["health"])
-    async def healthz() -> JSONResponse:
-        return JSONResponse({"status": "ok", "version": __version__})
+    app.include_router(usage.router)
+    app.include_router(health.router)
 
     # Each inference protocol plugs its hot routes into the fast path.
     fast = [
@@ -118,4 +132,5 @@ def create_app(settings: Settings | None = None) -> Gate:
         tfserving.fast_routes(dataplane),
         openai.fast_routes(dataplane),
     ]
-    return Gate(FastPath(app, fast, settings.max_infer_bytes), app, auth)
+    instrument = Instrument(metrics, meter) if settings.metrics else None
+    return Gate(FastPath(app, fast, settings.max_infer_bytes, instrument), app, auth)

@@ -65,6 +65,18 @@ class Settings(BaseSettings):
     encryption_keys: SecretStr | None = Field(
         default=None, description="Same as encryption_key (either name; not two different lists)."
     )
+    # -- metrics and usage (monitoring/) -------------------------------------------
+    metrics: bool = Field(
+        default=True, description="Request metrics and usage metering on the hot path."
+    )
+    usage_flush_seconds: float = Field(
+        default=10.0, gt=0, description="Write metered usage to the database this often."
+    )
+    price_per_1k_requests: float = Field(default=0.0, ge=0, description="Cost per 1,000 calls.")
+    price_per_compute_second: float = Field(
+        default=0.0, ge=0, description="Cost per second of model (and job CPU) time."
+    )
+    price_per_gb_month: float = Field(default=0.0, ge=0, description="Cost of stored bytes.")
 
     def secret_env(self) -> dict[str, str]:
         """Environment entries that hand the encryption keys to child processes (job runs)."""

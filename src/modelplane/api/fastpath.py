@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from modelplane.api.instrument import Instrument
 from modelplane.registry.tables import DEFAULT_TENANT
 
 Headers = dict[bytes, bytes]
@@ -34,10 +35,14 @@ class ClientGone(Exception):
 
 
 class FastPath:
-    def __init__(self, app: ASGIApp, matchers: list[Matcher], max_body: int) -> None:
+    def __init__(
+        self, app: ASGIApp, matchers: list[Matcher], max_body: int,
+        instrument: Instrument | None = None,
+    ) -> None:  # fmt: skip
         self.app = app
         self.matchers = matchers
         self.max_body = max_body
+        self.instrument = instrument  # request metrics and usage metering; None: off
 
     @property
     def state(self) -> Any:
@@ -49,9 +54,15 @@ class FastPath:
             for match in self.matchers:
                 handler = match(scope["method"], scope["path"])
                 if handler is not None:
-                    await self._serve(scope, receive, send, handler)
+                    if self.instrument is None:
+                        await self._serve(scope, receive, send, handler)
+                    else:
+                        await self.instrument.inference(self._serve, scope, receive, send, handler)
                     return
-        await self.app(scope, receive, send)
+        if self.instrument is None:
+            await self.app(scope, receive, send)
+        else:
+            await self.instrument.management(self.app, scope, receive, send)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send, handler: Handler) -> None:
         headers: Headers = dict(scope["headers"])

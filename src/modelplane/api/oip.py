@@ -12,11 +12,13 @@ from collections.abc import Awaitable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
 
 from modelplane import __version__
 from modelplane.api import oip_codec
 from modelplane.api.deps import tenant
 from modelplane.api.fastpath import Handler, Headers, Matcher, Result
+from modelplane.api.health import ready_checks
 from modelplane.errors import ModelplaneError, NotFound, Unavailable
 from modelplane.serving.dataplane import DataPlane
 from modelplane.serving.manager import Deployed
@@ -155,8 +157,13 @@ async def live() -> dict[str, bool]:
 
 
 @router.get("/v2/health/ready")
-async def ready() -> dict[str, bool]:
-    return {"ready": True}
+async def ready(request: Request) -> Response:
+    """Ready when ``/readyz`` is: the database and the artifact store answer."""
+    ok, checks = await ready_checks(request.app.state)
+    if ok:
+        return JSONResponse({"ready": True})
+    why = "; ".join(f"{k}: {v}" for k, v in checks.items() if v != "ok")
+    return JSONResponse({"ready": False, "error": f"not ready: {why}"}, 503, {"Retry-After": "5"})
 
 
 @router.get("/v2")

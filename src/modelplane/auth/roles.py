@@ -36,7 +36,7 @@ class Need(IntEnum):
     admin = Role.admin
 
 
-PUBLIC = frozenset({"/healthz", "/v2/health/live", "/v2/health/ready"})
+PUBLIC = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Under /api/v1/: the first path segment decides.
 ADMIN_SEGMENTS = frozenset({"tenants", "keys", "audit"})

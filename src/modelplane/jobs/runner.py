@@ -18,9 +18,11 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from modelplane.jobs.store import JobStore
+from modelplane.monitoring.metrics import Metrics
+from modelplane.monitoring.usage_store import UsageStore
 from modelplane.settings import Settings
 
 log = logging.getLogger("modelplane.jobs")
@@ -31,6 +33,8 @@ class _Running:
     job_id: str
     proc: subprocess.Popen[bytes]
     cancelling_since: float | None = None
+    kind: str = ""
+    started: float = field(default_factory=time.monotonic)
 
 
 class Runner:
@@ -42,6 +46,8 @@ class Runner:
         self.running: dict[str, _Running] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.usage: UsageStore | None = None  # set by the app: CPU and wall time per job run
+        self.metrics: Metrics | None = None  # set by the app: job state transitions
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run, name="job-runner", daemon=True)
@@ -77,7 +83,9 @@ class Runner:
             log.info(
                 "runner %s took job %s (%s, attempt %d)", self.id, job.id, job.kind, job.attempts
             )
-            self.running[job.id] = _Running(job.id, self._spawn(job.id))
+            self.running[job.id] = _Running(job.id, self._spawn(job.id), kind=job.kind)
+            if self.metrics is not None:
+                self.metrics.job_transitions.labels(job.kind, "running").inc()
 
     def _spawn(self, job_id: str) -> subprocess.Popen[bytes]:
         env = {
@@ -92,7 +100,7 @@ class Runner:
         return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
 
     def _watch(self, job_id: str, r: _Running) -> None:
-        code = r.proc.poll()
+        code = self._reap(r)
         if code is not None:
             del self.running[job_id]
             # The child records success or failure itself; reaching here with the job still
@@ -101,6 +109,10 @@ class Runner:
                 self.store.finish(job_id, self.id, "cancelled")
             elif self.store.finish(job_id, self.id, "failed", error=f"job process exited ({code})"):
                 log.warning("job %s: process exited with %s", job_id, code)
+            if self.metrics is not None:
+                with contextlib.suppress(Exception):  # a metric is not worth failing the tick
+                    state = self.store.get(None, job_id).state
+                    self.metrics.job_transitions.labels(r.kind, state).inc()
             return
         if self.store.heartbeat(job_id, self.id) and r.cancelling_since is None:
             log.info("job %s: cancel requested", job_id)
@@ -108,6 +120,30 @@ class Runner:
             _signal_group(r.proc, signal.SIGTERM)
         elif r.cancelling_since is not None and time.monotonic() - r.cancelling_since > 3:
             _signal_group(r.proc, signal.SIGKILL)
+
+    def _reap(self, r: _Running) -> int | None:
+        """The child's exit code once it ended (``None`` while it runs), metering its run.
+
+        ``os.wait4`` instead of ``Popen.poll``: it also gives the CPU time of the job process
+        and of every process it waited for (data-parallel workers)."""
+        if r.proc.returncode is not None:
+            return r.proc.returncode
+        try:
+            pid, status, rusage = os.wait4(r.proc.pid, os.WNOHANG)
+        except ChildProcessError:  # already reaped elsewhere
+            return r.proc.poll()
+        if pid == 0:
+            return None
+        r.proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.monotonic() - r.started
+        try:
+            if self.usage is not None:
+                cpu = rusage.ru_utime + rusage.ru_stime
+                tenant = self.store.tenant_of(r.job_id)
+                self.usage.add_job(r.job_id, tenant, r.kind, cpu, wall)
+        except Exception:  # metering must not stop the runner from finishing the job
+            log.exception("job %s: recording its resource use failed", r.job_id)
+        return r.proc.returncode
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:

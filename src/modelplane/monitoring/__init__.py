@@ -5,6 +5,6 @@ them on ``app.state.metrics`` and ``app.state.usage``; nothing here holds
 global state.
 """
 
-from modelplane.monitoring.metrics import DeploymentMetrics, Metrics
+from modelplane.monitoring.metrics import BatchMonitor, DeploymentMetrics, Metrics
 
-__all__ = ["DeploymentMetrics", "Metrics"]
+__all__ = ["BatchMonitor", "DeploymentMetrics", "Metrics"]

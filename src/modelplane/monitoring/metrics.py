@@ -25,6 +25,8 @@ process metrics and whatever was set outside the hot path).
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from prometheus_client import (
@@ -38,6 +40,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+log = logging.getLogger("modelplane.metrics")
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 PROTOCOLS = ("oip", "tfserving", "openai", "management")
 
@@ -65,6 +68,16 @@ class DeploymentMetrics:
     enabled: bool
 
 
+@dataclass(slots=True)
+class BatchMonitor:
+    """What the batcher of one replica records: pre-resolved children, no label lookups."""
+
+    queue_depth: Gauge
+    queue_wait: Histogram
+    batch_size: Histogram
+    inference: Histogram
+
+
 class Metrics:
     """One app's metrics. Attribute names match the metric names without ``modelplane_``."""
 
@@ -83,6 +96,11 @@ class Metrics:
             "modelplane_request_duration_seconds",
             "Time from request body received to response sent.",
             _REQ, buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.management_requests = Counter(
+            "modelplane_management_requests",
+            "Requests to every non-inference route, by route template.",
+            ("method", "route", "status"), registry=r,
         )  # fmt: skip
         self.request_bytes = Counter(
             "modelplane_request_bytes", "Inference request body bytes received.", _DEP,
@@ -155,6 +173,10 @@ class Metrics:
         self._request_children = {}
         self._deployments: dict[tuple[str, str], DeploymentMetrics] = {}
         self._inference_children: dict[tuple[str, str, str], Histogram] = {}
+        self._management_children: dict[tuple[str, str, str], Counter] = {}
+        self._byte_children: dict[tuple[str, str], tuple[Counter, Counter]] = {}
+        # Called (blocking, off the event loop) before each render: gauges read from state.
+        self.refreshers: list[Callable[[], None]] = []
 
     # -- cached children ---------------------------------------------------------
     def request(
@@ -177,6 +199,20 @@ class Metrics:
         counter.inc()
         histogram.observe(seconds)
 
+    def observe_management(
+        self, method: str, route: str, tenant: str, status: int, seconds: float
+    ) -> None:
+        if not self.enabled:
+            return
+        key = (method, route, str(status))
+        child = self._management_children.get(key)
+        if child is None:
+            child = self._management_children[key] = self.management_requests.labels(*key)
+        child.inc()
+        counter, histogram = self.request("management", tenant, "", "", key[2])
+        counter.inc()
+        histogram.observe(seconds)
+
     def deployment(self, tenant: str, name: str) -> DeploymentMetrics:
         key = (tenant, name)
         bundle = self._deployments.get(key)
@@ -192,6 +228,14 @@ class Metrics:
             self._deployments[key] = bundle
         return bundle
 
+    def batch_monitor(self, tenant: str, deployment: str, version: str) -> BatchMonitor | None:
+        """The batcher's children for one replica; ``None`` when metrics are off."""
+        if not self.enabled:
+            return None
+        d = self.deployment(tenant, deployment)
+        inference = self.inference_seconds(tenant, deployment, version)
+        return BatchMonitor(d.queue_depth, d.queue_wait, d.batch_size, inference)
+
     def inference_seconds(self, tenant: str, deployment: str, version: str) -> Histogram:
         key = (tenant, deployment, version)
         child = self._inference_children.get(key)
@@ -199,10 +243,30 @@ class Metrics:
             child = self._inference_children[key] = self.inference.labels(*key)
         return child
 
-    def registry_op(self, operation: str, ok: bool) -> None:
+    def observe_bytes(self, tenant: str, deployment: str, bytes_in: int, bytes_out: int) -> None:
+        key = (tenant, deployment)
+        children = self._byte_children.get(key)
+        if children is None:
+            children = (self.request_bytes.labels(*key), self.response_bytes.labels(*key))
+            self._byte_children[key] = children
+        children[0].inc(bytes_in)
+        children[1].inc(bytes_out)
+
+    def registry_op(self, operation: str, status: int) -> None:
         if self.enabled:
-            self.registry_operations.labels(operation, "ok" if ok else "error").inc()
+            self.registry_operations.labels(operation, str(status)).inc()
+
+    def refresh(self) -> None:
+        """Update the gauges that are read from state (deployments ready, jobs per state).
+
+        Blocking (it may query the database): call it from a thread. ``render`` calls it."""
+        for refresher in self.refreshers:
+            try:
+                refresher()
+            except Exception:  # one failing source must not hide every other metric
+                log.exception("metrics refresh failed")
 
     def render(self) -> bytes:
-        """The Prometheus text exposition of this app's registry."""
+        """The Prometheus text exposition of this app's registry (blocking: use a thread)."""
+        self.refresh()
         return generate_latest(self.registry)

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from modelplane.errors import DeadlineExceeded, ModelplaneError, PayloadTooLarge, Unavailable
+from modelplane.monitoring.metrics import BatchMonitor
+from modelplane.monitoring.ticket import TICKET, Ticket
 from modelplane.runtimes.base import Arrays
 from modelplane.serving.workers import Worker
 
@@ -35,6 +37,7 @@ class _Item:
     future: asyncio.Future[Arrays]
     enqueued: float
     timer: asyncio.TimerHandle | None = None
+    ticket: Ticket | None = None  # metrics and metering of the request (monitoring.ticket)
 
 
 @dataclass
@@ -63,6 +66,8 @@ class Batcher:
         self._tasks: dict[Worker, asyncio.Task[None]] = {}
         self._idle = asyncio.Event()
         self._idle.set()
+        # Set by the manager when metrics are on: queue, batch and worker-time children.
+        self.monitor: BatchMonitor | None = None
 
     # -- submitting ----------------------------------------------------------
     async def submit(self, inputs: Arrays, deadline: float | None) -> Arrays:
@@ -76,6 +81,7 @@ class Batcher:
             raise Unavailable(f"queue is full ({self.max_queue} requests waiting)", retry_after=1)
         loop = asyncio.get_running_loop()
         item = _Item(inputs, rows, batch_key(inputs), loop.create_future(), time.monotonic())
+        item.ticket = TICKET.get()
         if deadline is not None and math.isfinite(deadline):
             item.timer = loop.call_at(
                 loop.time() + (deadline - time.monotonic()), _expire, item.future
@@ -86,6 +92,8 @@ class Batcher:
             self._full.set()
         self._idle.clear()
         self._ready.set()
+        if self.monitor is not None:
+            self.monitor.queue_depth.set(len(self.queue))
         try:
             return await item.future
         finally:
@@ -146,6 +154,8 @@ class Batcher:
     def _take(self) -> list[_Item]:
         batch: list[_Item] = []
         rows = 0
+        monitor = self.monitor
+        now = time.monotonic() if monitor is not None else 0.0
         while self.queue:
             item = self.queue[0]
             if item.future.done():  # cancelled by its client, or its deadline passed
@@ -158,12 +168,21 @@ class Batcher:
             self._queued_rows -= item.rows
             batch.append(item)
             rows += item.rows
+            if monitor is not None:
+                monitor.queue_wait.observe(now - item.enqueued)
+        if monitor is not None:
+            monitor.queue_depth.set(len(self.queue))
         return batch
 
     async def _run(self, worker: Worker, batch: list[_Item]) -> None:
         inputs = batch[0].inputs if len(batch) == 1 else _concat([i.inputs for i in batch])
+        monitor = self.monitor
         try:
-            outputs = await worker.predict(inputs)
+            if monitor is None:
+                outputs = await worker.predict(inputs)
+            else:
+                outputs, seconds = await worker.predict_timed(inputs)
+                _account(monitor, batch, seconds)
         except Exception as exc:  # noqa: BLE001 - anything from a worker fails its batch, not the loop
             if not isinstance(exc, ModelplaneError):
                 exc = Unavailable(f"model worker failed: {type(exc).__name__}", retry_after=1)
@@ -201,6 +220,19 @@ class Batcher:
         s.items += len(batch)
         s.rows += rows
         s.sizes[rows] = s.sizes.get(rows, 0) + 1
+
+
+def _account(monitor: BatchMonitor, batch: list[_Item], seconds: float) -> None:
+    """Record one batch's size and worker time; each request gets its share by rows."""
+    rows = sum(i.rows for i in batch) if len(batch) > 1 else batch[0].rows
+    monitor.batch_size.observe(rows)
+    monitor.inference.observe(seconds)
+    per_row = seconds / rows if rows else 0.0
+    for item in batch:
+        ticket = item.ticket
+        if ticket is not None:
+            ticket.rows += item.rows
+            ticket.compute_seconds += per_row * item.rows
 
 
 def _rows(inputs: Arrays) -> int:

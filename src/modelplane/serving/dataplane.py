@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from modelplane.errors import BadRequest, InvalidInput, NotFound
+from modelplane.monitoring.ticket import TICKET
 from modelplane.registry.names import ModelRef, check_alias
 from modelplane.runtimes.base import Arrays
 from modelplane.schemas.registry import Signature, TensorSpec
@@ -83,7 +84,11 @@ class DataPlane:
     def deployment(self, tenant: str, name: str) -> Deployed:
         """The tenant's deployment, or ``<owner>~<name>`` that its owner shared with it."""
         dep = self.manager.deployments.get((tenant, name))
-        return dep if dep is not None else self._shared(tenant, name)
+        dep = dep if dep is not None else self._shared(tenant, name)
+        ticket = TICKET.get()
+        if ticket is not None:  # metrics and usage are labelled with the name the caller used
+            ticket.deployment = name
+        return dep
 
     def _shared(self, tenant: str, name: str) -> Deployed:
         owner, sep, own_name = name.partition("~")

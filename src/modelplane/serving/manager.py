@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from modelplane.errors import BadRequest, InvalidInput, NotFound, Unavailable
+from modelplane.monitoring.metrics import Metrics
+from modelplane.monitoring.ticket import TICKET
 from modelplane.registry.names import ModelRef, check_name, parse_ref
 from modelplane.registry.service import RegistryService
 from modelplane.runtimes import RUNTIMES
@@ -91,6 +93,7 @@ class ModelManager:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.grants: Sharing | None = None  # set by the app: models shared by other tenants
+        self.metrics: Metrics | None = None  # set by the app (None: nothing recorded)
 
     # -- lifecycle -----------------------------------------------------------
     async def start(self) -> None:
@@ -272,6 +275,9 @@ class ModelManager:
                 f"version {version} of {dep.name!r} is not loaded "
                 f"(serving version {replica.version})"
             )
+        ticket = TICKET.get()
+        if ticket is not None:  # the request's metrics carry the version that answered it
+            ticket.version = str(replica.version)
         timeout = (timeout_ms if timeout_ms is not None else dep.config.timeout_ms) / 1000
         return replica, await replica.batcher.submit(inputs, time.monotonic() + timeout)
 
@@ -346,10 +352,16 @@ class ModelManager:
         workers = [
             Worker(version.format, str(path), options, arena) for _ in range(dep.config.instances)
         ]
+        started = time.monotonic()
         results = await asyncio.gather(
             *(w.start(self.settings.load_timeout_seconds) for w in workers), return_exceptions=True
         )
         failure = next((r for r in results if isinstance(r, BaseException)), None)
+        if self.metrics is not None and self.metrics.enabled:
+            if failure is None:
+                self.metrics.model_load.labels(version.format).observe(time.monotonic() - started)
+            else:
+                self.metrics.model_load_failures.labels(version.format).inc()
         if failure is not None:
             await asyncio.gather(*(w.stop(1.0) for w in workers))
             if isinstance(failure, LoadFailed | InvalidInput | OSError):
@@ -362,6 +374,10 @@ class ModelManager:
             Signature.model_validate(workers[0].signature),
             Batcher(c.max_batch_size, c.max_batch_delay_ms / 1000, c.max_queue),
         )
+        if self.metrics is not None:
+            replica.batcher.monitor = self.metrics.batch_monitor(
+                dep.tenant, dep.name, str(version.version)
+            )
         for w in workers:
             self._attach(dep, replica, w)
         return replica
@@ -379,6 +395,8 @@ class ModelManager:
         with contextlib.suppress(ValueError):
             replica.workers.remove(worker)
         dep.restarts += 1
+        if self.metrics is not None and self.metrics.enabled:
+            self.metrics.deployment(dep.tenant, dep.name).restarts.inc()
         self._spawn(self._restart(dep, replica, worker))
 
     async def _restart(self, dep: Deployed, replica: Replica, dead: Worker) -> None:

@@ -71,8 +71,10 @@ def serve(sock: socket.socket) -> None:
         out = outbox if header.get("shm") else None
         try:
             if op == "predict":
+                started = time.perf_counter()
                 outputs = runtime.predict(arrays)
-                _send(sock, {"id": rid, "ok": True}, outputs, out)
+                took = time.perf_counter() - started  # the model alone: for metrics and metering
+                _send(sock, {"id": rid, "ok": True, "seconds": took}, outputs, out)
             elif op == "load":
                 if header.get("arenas"):
                     inbox, outbox = (Arena.attach(n) for n in header["arenas"])

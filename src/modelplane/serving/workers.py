@@ -125,12 +125,16 @@ class Worker:
             self._pending.pop(rid, None)
 
     async def predict(self, arrays: Arrays) -> Arrays:
+        return (await self.predict_timed(arrays))[0]
+
+    async def predict_timed(self, arrays: Arrays) -> tuple[Arrays, float]:
+        """The outputs and the seconds the model call took, measured in the worker process."""
         header, out = await self._call({"op": "predict"}, arrays)
         if not header.get("ok"):
             raise InvalidInput(
                 f"model failed on this input: {header.get('error', 'unknown error')}"
             )
-        return out
+        return out, float(header.get("seconds", 0.0))
 
     async def echo(self, arrays: Arrays) -> Arrays:
         """Send arrays to the worker and back, without touching the model."""
