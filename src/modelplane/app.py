@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from modelplane import __version__
 from modelplane.api import (
+    alerts,
     audit,
     datasets,
     deployments,
@@ -35,6 +36,7 @@ from modelplane.jobs.runner import Runner
 from modelplane.jobs.service import JobService
 from modelplane.jobs.store import JobStore
 from modelplane.monitoring import gauges
+from modelplane.monitoring.alerts import wiring as alert_wiring
 from modelplane.monitoring.metrics import Metrics
 from modelplane.monitoring.usage import UsageMeter
 from modelplane.registry import RegistryService, SqlRegistryStore
@@ -75,6 +77,7 @@ def create_app(settings: Settings | None = None) -> Gate:
     gauges.install(metrics, manager.deployments, engine)
     if runner is not None:
         runner.usage, runner.metrics = meter.store, metrics
+    alert_evaluator = alert_wiring.build(settings, engine, metrics, auth)  # not started yet
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -82,10 +85,13 @@ def create_app(settings: Settings | None = None) -> Gate:
         meter.start()
         if runner is not None:
             runner.start()
+        if settings.alerts:
+            alert_evaluator.start()
         try:
             yield
         finally:
             try:
+                await alert_evaluator.stop()  # first: its last webhooks go out meanwhile
                 if runner is not None:
                     await asyncio.to_thread(runner.stop)
             finally:
@@ -109,6 +115,7 @@ def create_app(settings: Settings | None = None) -> Gate:
     app.state.dataplane = dataplane
     app.state.auth = auth
     app.state.datasets = dataset_service
+    app.state.alerts = alert_evaluator
     app.state.jobs = JobService(
         job_store, registry, dataset_service, settings, manager.store, auth.grants
     )
@@ -123,6 +130,7 @@ def create_app(settings: Settings | None = None) -> Gate:
     app.include_router(tenants.router)
     app.include_router(grants.router)
     app.include_router(audit.router)
+    app.include_router(alerts.router)
     app.include_router(usage.router)
     app.include_router(health.router)
 

@@ -77,6 +77,29 @@ class Settings(BaseSettings):
         default=0.0, ge=0, description="Cost per second of model (and job CPU) time."
     )
     price_per_gb_month: float = Field(default=0.0, ge=0, description="Cost of stored bytes.")
+    # -- alerts (monitoring/alerts/) -------------------------------------------------
+    alerts: bool = Field(default=True, description="Evaluate alert rules in the server.")
+    alert_rules_file: Path | None = Field(
+        default=None, description="YAML alert rules, read at start (read-only via the API)."
+    )
+    alert_interval_seconds: float = Field(default=15.0, gt=0, description="Rule evaluation.")
+    alert_webhook_urls: str = Field(
+        default="", description="Comma-separated URLs sent Alertmanager-format webhooks."
+    )
+    alert_webhook_attempts: int = Field(default=5, ge=1, le=100, description="Tries per message.")
+    alert_webhook_backoff_seconds: float = Field(
+        default=1.0, ge=0, description="Wait before the first retry; doubles each time."
+    )
+    alert_webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    alert_resolved_retention_seconds: float = Field(
+        default=3600.0, ge=0, description="How long resolved alerts stay listed."
+    )
+    alert_max_samples: int = Field(
+        default=1000, ge=2, description="Metric snapshots kept for windowed rules."
+    )
+    external_url: str = Field(
+        default="", description="How users reach this server (links in alerts); default host:port."
+    )
 
     def secret_env(self) -> dict[str, str]:
         """Environment entries that hand the encryption keys to child processes (job runs)."""
@@ -85,6 +108,12 @@ class Settings(BaseSettings):
             return {}
         value = keys.get_secret_value()
         return {"MODELPLANE_ENCRYPTION_KEY": value, "MODELPLANE_ENCRYPTION_KEYS": value}
+
+    def webhook_urls(self) -> list[str]:
+        return [u.strip() for u in self.alert_webhook_urls.split(",") if u.strip()]
+
+    def resolved_external_url(self) -> str:
+        return (self.external_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from modelplane import __version__
-from modelplane.cli import auth, backup, datasets, deployments, jobs, registry, serve
+from modelplane.cli import alerts, auth, backup, datasets, deployments, jobs, registry, serve
 from modelplane.cli.output import err_console
 from modelplane.errors import ModelplaneError
 
@@ -36,6 +36,7 @@ app.add_typer(auth.tenants, name="tenants")
 app.add_typer(auth.keys, name="keys")
 app.add_typer(auth.grants, name="grants")
 app.command("audit")(auth.audit)
+app.add_typer(alerts.alerts, name="alerts")
 
 
 def _version(value: bool) -> None:

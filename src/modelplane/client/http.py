@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from modelplane.client.packing import pack_directory
 from modelplane.errors import InvalidInput, ModelplaneError, Unavailable, error_for_status
+from modelplane.schemas.alerts import AlertList, AlertRule, AlertRuleSpec
 from modelplane.schemas.auth import ApiKey, AuditEntry, EffectiveQuotas, Grant, NewApiKey, Tenant
 from modelplane.schemas.datasets import Dataset
 from modelplane.schemas.jobs import Job
@@ -505,3 +506,42 @@ class Client:
         from modelplane.client import auth
 
         return auth.audit(self, **filters)
+
+    # -- alerts (implemented in client/alerts.py) ----------------------------------
+    def alerts(self, state: str | None = None) -> AlertList:
+        """Pending, firing and recently resolved alerts (``state`` filters)."""
+        from modelplane.client import alerts
+
+        return alerts.alerts(self, state)
+
+    def list_alert_rules(self) -> list[AlertRule]:
+        from modelplane.client import alerts
+
+        return alerts.list_rules(self)
+
+    def get_alert_rule(self, name: str) -> AlertRule:
+        from modelplane.client import alerts
+
+        return alerts.get_rule(self, name)
+
+    def create_alert_rule(self, rule: AlertRuleSpec | dict[str, Any]) -> AlertRule:
+        """A rule as in the rules file: ``{"name", "condition": {"kind", …}, "for", …}``."""
+        from modelplane.client import alerts
+
+        return alerts.create_rule(self, rule)
+
+    def replace_alert_rule(self, name: str, rule: AlertRuleSpec | dict[str, Any]) -> AlertRule:
+        from modelplane.client import alerts
+
+        return alerts.replace_rule(self, name, rule)
+
+    def delete_alert_rule(self, name: str) -> None:
+        from modelplane.client import alerts
+
+        alerts.delete_rule(self, name)
+
+    def export_alert_rules(self) -> tuple[str, list[str]]:
+        """(the rules as a Prometheus alerting-rules file, names of rules left out)."""
+        from modelplane.client import alerts
+
+        return alerts.export_rules(self)

@@ -1,0 +1,100 @@
+"""Builds the evaluator a server runs from its settings, metrics and auth services."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from itertools import chain
+from urllib.parse import urlsplit
+
+from sqlalchemy import Engine
+
+from modelplane.auth import Auth
+from modelplane.monitoring.alerts.conditions import SAMPLED, Quotas
+from modelplane.monitoring.alerts.evaluator import Evaluator, QuotaSource
+from modelplane.monitoring.alerts.notify import LogNotifier, Notifier, WebhookNotifier
+from modelplane.monitoring.alerts.rules import RuleBook, load_file
+from modelplane.monitoring.alerts.window import Snapshot, snapshot
+from modelplane.monitoring.metrics import Metrics
+from modelplane.settings import Settings
+
+log = logging.getLogger("modelplane.alerts")
+
+
+def sampler(metrics: Metrics) -> Callable[[], Snapshot]:
+    """Reads only the metrics rules use, straight from their objects (no text round trip)."""
+    collectors = (metrics.requests, metrics.request_duration, metrics.queue_depth,
+                  metrics.deployment_ready, metrics.job_transitions)  # fmt: skip
+
+    def sample() -> Snapshot:
+        # Readiness and job gauges are read from state on demand (as for a scrape).
+        for refresh in list(metrics.refreshers):
+            try:
+                refresh()
+            except Exception:
+                log.exception("metrics refresher %r failed", refresh)
+        return snapshot(chain.from_iterable(c.collect() for c in collectors), SAMPLED)
+
+    return sample
+
+
+def all_tenants(auth: Auth) -> list[str]:
+    names: list[str] = []
+    token: str | None = None
+    while True:
+        page, token = auth.tenants.list(1000, token)
+        names += [t.name for t in page]
+        if token is None:
+            return names
+
+
+def rps_quotas(auth: Auth) -> dict[str, float]:
+    """Every tenant's effective request-rate quota (0: none)."""
+    return {t: auth.quotas.limits(t).requests_per_second for t in all_tenants(auth)}
+
+
+def quota_source(auth: Auth) -> QuotaSource:
+    def read(seen: set[str], want_stored: bool) -> Quotas:
+        tenants = seen | set(all_tenants(auth)) if want_stored else seen
+        limits = {t: auth.quotas.limits(t) for t in tenants}
+        rps = {t: lim.requests_per_second for t, lim in limits.items()}
+        if not want_stored:
+            return Quotas(requests_per_second=rps)
+        caps = {t: lim.max_stored_bytes for t, lim in limits.items() if lim.max_stored_bytes}
+        used = {t: auth.usage.stored_bytes(t) for t in caps}
+        return Quotas(requests_per_second=rps, max_stored_bytes=caps, stored_bytes=used)
+
+    return read
+
+
+def check_urls(urls: list[str]) -> list[str]:
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"MODELPLANE_ALERT_WEBHOOK_URLS: {url!r} is not an http(s) URL")
+    return urls
+
+
+def build(settings: Settings, engine: Engine, metrics: Metrics, auth: Auth) -> Evaluator:
+    """The rule book (file + SQL) and an evaluator over this app's metrics; not started."""
+    file_rules = load_file(settings.alert_rules_file) if settings.alert_rules_file else []
+    notifiers: list[Notifier] = [LogNotifier()]
+    if urls := check_urls(settings.webhook_urls()):
+        notifiers.append(
+            WebhookNotifier(
+                urls,
+                attempts=settings.alert_webhook_attempts,
+                backoff=settings.alert_webhook_backoff_seconds,
+                timeout=settings.alert_webhook_timeout_seconds,
+            )
+        )
+    return Evaluator(
+        RuleBook(engine, file_rules),
+        sampler(metrics),
+        notifiers,
+        interval=settings.alert_interval_seconds,
+        quotas=quota_source(auth),
+        external_url=settings.resolved_external_url(),
+        resolved_retention=settings.alert_resolved_retention_seconds,
+        max_samples=settings.alert_max_samples,
+    )
