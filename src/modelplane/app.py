@@ -22,6 +22,7 @@ from modelplane.api import (
     models,
     oip,
     openai,
+    openai_text,
     tenants,
     tfserving,
     usage,
@@ -127,6 +128,7 @@ def create_app(settings: Settings | None = None) -> Gate:
     app.include_router(oip.router)
     app.include_router(openai.router)
     app.include_router(tfserving.router)
+    app.include_router(openai_text.router)
     app.include_router(tenants.router)
     app.include_router(grants.router)
     app.include_router(audit.router)
@@ -140,5 +142,6 @@ def create_app(settings: Settings | None = None) -> Gate:
         tfserving.fast_routes(dataplane),
         openai.fast_routes(dataplane),
     ]
+        openai_text.fast_routes(dataplane),
     instrument = Instrument(metrics, meter) if settings.metrics else None
     return Gate(FastPath(app, fast, settings.max_infer_bytes, instrument), app, auth)

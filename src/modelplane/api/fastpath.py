@@ -5,13 +5,18 @@ FastAPI cost more than the model for small tensors. Here a POST to an infer
 route is matched with string operations, its body read with a size cap, and
 handed to the protocol module's ``infer``; a client that disconnects while its
 request waits has it cancelled, so queued work for it is skipped.
+
+A handler may answer ``Streamed`` instead: its chunks go out as they are made
+(``more_body``), and a client that disconnects mid-stream closes the chunk
+iterator, which stops the work behind it (text generation cancels the sequence).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -21,7 +26,27 @@ from modelplane.registry.tables import DEFAULT_TENANT
 
 Headers = dict[bytes, bytes]
 Result = tuple[int, list[tuple[bytes, bytes]], bytes]
-Handler = Callable[[Headers, bytes, str], Awaitable[Result]]
+
+
+class Chunks(Protocol):
+    """Body chunks of a streamed response; ``aclose`` stops the work behind them."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(slots=True)
+class Streamed:
+    """A response sent as it is made: each chunk of ``chunks`` goes out at once."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    chunks: Chunks
+
+
+Handler = Callable[[Headers, bytes, str], Awaitable[Result | Streamed]]
+T = TypeVar("T")
 # A protocol module offers a matcher: (method, path) -> handler for that call, or None.
 Matcher = Callable[[str, str], Handler | None]
 
@@ -89,6 +114,9 @@ class FastPath:
 
     async def _body(self, receive: Receive, declared: bytes | None) -> bytes:
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+        if isinstance(result, Streamed):
+            await _stream(result, receive, send)
+            return
             raise BodyTooLarge
         chunks: list[bytes] = []
         size = 0
@@ -105,7 +133,23 @@ class FastPath:
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def _unless_disconnected(work: Awaitable[Result], receive: Receive) -> Result | None:
+async def _stream(result: Streamed, receive: Receive, send: Send) -> None:
+    chunks = result.chunks
+
+    async def pump() -> None:
+        start = {"type": "http.response.start", "status": result.status}
+        await send({**start, "headers": result.headers})
+        async for chunk in chunks:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    try:
+        await _unless_disconnected(pump(), receive)
+    finally:
+        await chunks.aclose()  # also when the client left: its cleanup cancels the work
+
+
+async def _unless_disconnected(work: Awaitable[T], receive: Receive) -> T | None:
     """Run ``work``; cancel it if the client disconnects first (its queued item is skipped)."""
     task = asyncio.current_task()
     gone = False

@@ -23,7 +23,7 @@ from modelplane.api import openai
 from modelplane.auth import Auth, Need, Principal, Role, classify
 from modelplane.auth.audit import entry
 from modelplane.auth.quotas import Limits
-from modelplane.auth.roles import OPENAI_INFER, READ_METHODS
+from modelplane.auth.roles import OPENAI_PATHS, READ_METHODS
 
 REALM = b'Bearer realm="modelplane"'
 QUOTA_RETRY_SECONDS = 60
@@ -229,7 +229,7 @@ async def _refuse(send: Send, path: str, refused: Refused, bad_key: bool = False
         )
     if refused.retry_after is not None:
         headers.append((b"retry-after", str(refused.retry_after).encode()))
-    if path.rstrip("/") in OPENAI_INFER:
+    if path.rstrip("/") in OPENAI_PATHS:
         code = _OPENAI_CODES.get(refused.status)
         _, _, body = openai.error_result(
             openai.OpenAIError(refused.status, refused.message, None, code)

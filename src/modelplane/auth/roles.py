@@ -42,6 +42,8 @@ READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 ADMIN_SEGMENTS = frozenset({"tenants", "keys", "audit"})
 WRITE_SEGMENTS = frozenset({"models", "deployments", "datasets", "jobs"})
 OPENAI_INFER = frozenset({"/v1/embeddings", "/v1/completions", "/v1/chat/completions"})
+# OpenAI routes: refusals on them take OpenAI's error shape (``GET /v1/models`` is a read).
+OPENAI_PATHS = OPENAI_INFER | {"/v1/models"}
 TF_VERBS = (":predict", ":classify", ":regress")
 
 

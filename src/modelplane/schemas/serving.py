@@ -13,7 +13,14 @@ class DeploymentConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_batch_size: int = Field(default=8, ge=1, le=4096)
+    max_batch_size: int = Field(
+        default=8, ge=1, le=4096,
+        description="Most rows per batch; for text generation, concurrent sequences per instance.",
+    )  # fmt: skip
+    max_cached_tokens: int = Field(
+        default=32_768, ge=16, le=1 << 24,
+        description="Text generation: KV-cache budget per instance, in tokens.",
+    )  # fmt: skip
     max_batch_delay_ms: float = Field(default=2.0, ge=0, le=10_000)
     max_queue: int = Field(default=256, ge=1, le=1_000_000)
     timeout_ms: int = Field(default=30_000, ge=1, le=3_600_000)
@@ -31,6 +38,7 @@ class DeploymentUpdate(BaseModel):
 
     model: str | None = None
     max_batch_size: int | None = Field(default=None, ge=1, le=4096)
+    max_cached_tokens: int | None = Field(default=None, ge=16, le=1 << 24)
     max_batch_delay_ms: float | None = Field(default=None, ge=0, le=10_000)
     max_queue: int | None = Field(default=None, ge=1, le=1_000_000)
     timeout_ms: int | None = Field(default=None, ge=1, le=3_600_000)
@@ -55,5 +63,10 @@ class Deployment(DeploymentConfig):
     restarts: int = 0
     batches: int = 0
     batched_items: int = 0
+    # Text generation (None / 0 for other models): the worker's limits and live counts.
+    generation: dict[str, Any] | None = None
+    active_sequences: int = 0
+    queued_sequences: int = 0
+    sequences_total: int = 0
     created_at: datetime
     updated_at: datetime

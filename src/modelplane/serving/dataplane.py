@@ -4,11 +4,16 @@ Front ends (OIP v2, TF Serving, OpenAI) decode HTTP into an
 ``InferenceRequest``, call ``DataPlane.infer`` and encode the
 ``InferenceResponse``. Validation against the model's signature, batching,
 deadlines and (later) auth and metrics live here and below, once.
+
+Text generation takes the same way in: ``generate`` finds the deployment under
+the same tenant and sharing rules and opens a stream of token events on its
+serving replica (``modelplane.serving.streams``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +25,7 @@ from modelplane.registry.names import ModelRef, check_alias
 from modelplane.runtimes.base import Arrays
 from modelplane.schemas.registry import Signature, TensorSpec
 from modelplane.serving.manager import Deployed, ModelManager
+from modelplane.serving.streams import TextStream
 
 
 @dataclass(slots=True)
@@ -128,3 +134,26 @@ class DataPlane:
         if request.outputs:
             outputs = {n: outputs[n] for n in request.outputs if n in outputs}
         return InferenceResponse(dep.name, replica.version, outputs, request.id)
+
+    async def generate(
+        self, tenant: str, name: str, request: dict[str, Any], timeout_ms: float | None = None
+    ) -> TextStream:
+        """Open a generation stream (request as in the worker contract); close it when done.
+
+        Waits for a free sequence slot (at most ``timeout_ms``, the deployment's by default)
+        and for the worker to admit the prompt, so bad prompts fail before any output.
+        """
+        dep = self.deployment(tenant, name)
+        replica = self.manager.serving(dep)
+        if replica.streams is None:
+            raise BadRequest(f"deployment {name!r} does not generate text")
+        timeout = (timeout_ms if timeout_ms is not None else dep.config.timeout_ms) / 1000
+        return await replica.streams.open(request, time.monotonic() + timeout)
+
+    def text_deployments(self, tenant: str) -> list[Deployed]:
+        """The tenant's own deployments that serve a text-generation model now."""
+        return [
+            d
+            for (t, _), d in sorted(self.manager.deployments.items())
+            if t == tenant and d.active is not None and d.active.streams is not None
+        ]

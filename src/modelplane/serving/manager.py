@@ -36,6 +36,7 @@ from modelplane.schemas.serving import (
 )
 from modelplane.serving.batcher import Batcher
 from modelplane.serving.store import DeploymentStore, StoredDeployment
+from modelplane.serving.streams import Streams, generation_options
 from modelplane.serving.workers import LoadFailed, Worker
 from modelplane.settings import Settings
 from modelplane.storage.materialize import materialize
@@ -59,6 +60,7 @@ class Replica:
     batcher: Batcher
     workers: list[Worker] = field(default_factory=list)
     retired: bool = False
+    streams: Streams | None = None  # text generation: slots, wait queue, routing
 
 
 @dataclass(eq=False)
@@ -165,6 +167,9 @@ class ModelManager:
             self.store.update, tenant, name, model, config.model_dump()
         )
         rescale = (config.instances, config.threads) != (dep.config.instances, dep.config.threads)
+        if dep.active is not None and dep.active.streams is not None:  # engine limits: reload
+            dep.active.streams.max_queue = config.max_queue
+            rescale = rescale or generation_options(config) != generation_options(dep.config)
         same_model = model == dep.model
         dep.model, dep.config, dep.updated_at = model, config, stored.updated_at
         if dep.active is not None:
@@ -236,6 +241,7 @@ class ModelManager:
             restarts=dep.restarts,
             batches=r.batcher.stats.batches if r else 0,
             batched_items=r.batcher.stats.items if r else 0,
+            **(r.streams.status() if r and r.streams else {}),
             created_at=dep.created_at,
             updated_at=dep.updated_at,
             **dep.config.model_dump(),
@@ -263,6 +269,12 @@ class ModelManager:
     async def infer(
         self, dep: Deployed, version: int | None, inputs: Arrays, timeout_ms: float | None = None
     ) -> tuple[Replica, Arrays]:
+        replica = self.serving(dep, version)
+        timeout = (timeout_ms if timeout_ms is not None else dep.config.timeout_ms) / 1000
+        return replica, await replica.batcher.submit(inputs, time.monotonic() + timeout)
+
+    def serving(self, dep: Deployed, version: int | None = None) -> Replica:
+        """The replica that takes new requests (503 while there is none)."""
         replica = dep.active
         if replica is None:
             if dep.state == "failed":
@@ -278,8 +290,7 @@ class ModelManager:
         ticket = TICKET.get()
         if ticket is not None:  # the request's metrics carry the version that answered it
             ticket.version = str(replica.version)
-        timeout = (timeout_ms if timeout_ms is not None else dep.config.timeout_ms) / 1000
-        return replica, await replica.batcher.submit(inputs, time.monotonic() + timeout)
+        return replica
 
     # -- loading and swapping ------------------------------------------------
     async def _watch(self) -> None:
@@ -347,6 +358,7 @@ class ModelManager:
             "task": model.task,
             "trusted": model.trusted,  # pickle-based formats load only for trusted models
             "signature": version.signature.model_dump() if version.signature.inputs else None,
+            "extra": generation_options(dep.config),
         }
         arena = self.settings.shm_arena_bytes
         workers = [
@@ -378,6 +390,9 @@ class ModelManager:
             replica.batcher.monitor = self.metrics.batch_monitor(
                 dep.tenant, dep.name, str(version.version)
             )
+        if workers[0].generation is not None:
+            gen, v = workers[0].generation, version.version
+            replica.streams = Streams(replica.workers, gen, c.max_batch_size, c.max_queue, v)
         for w in workers:
             self._attach(dep, replica, w)
         return replica
@@ -386,6 +401,8 @@ class ModelManager:
         replica.workers.append(worker)
         replica.batcher.add_worker(worker)
         worker.on_exit = lambda w: self._on_worker_exit(dep, replica, w)
+        if replica.streams is not None:
+            replica.streams.pump()  # a restarted worker's free slots go to waiting streams
 
     def _on_worker_exit(self, dep: Deployed, replica: Replica, worker: Worker) -> None:
         if replica.retired or dep.deleted:
@@ -420,6 +437,9 @@ class ModelManager:
         replica.retired = True
         await replica.batcher.drain(self.settings.drain_seconds)
         replica.batcher.close("deployment was updated; retry")
+        if replica.streams is not None:  # streams in flight finish here first
+            await replica.streams.drain(self.settings.drain_seconds)
+            replica.streams.close("deployment was updated; retry")
         await asyncio.gather(*(w.stop() for w in replica.workers))
 
     async def _unload(self, dep: Deployed) -> None:

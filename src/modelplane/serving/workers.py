@@ -2,6 +2,11 @@
 
 A worker that exits (crash, kill, OOM) fails its in-flight requests at once with
 503 and sets ``exited``; the deployment's supervisor then starts a new one.
+
+A text-generation worker (its load reply carries ``generation``) also streams:
+``generate`` sends one request and yields its event frames as the read loop
+queues them per id; ``cancel`` asks the worker to drop a sequence without
+waiting for an answer. A stream whose worker dies ends with 503 at once.
 """
 
 from __future__ import annotations
@@ -13,10 +18,10 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
-from typing import Any
+from collections.abc import AsyncGenerator, Callable
+from typing import Any, ClassVar
 
-from modelplane.errors import InvalidInput, Unavailable
+from modelplane.errors import BadRequest, InvalidInput, ModelplaneError, Unavailable
 from modelplane.runtimes.base import Arrays
 from modelplane.serving.ipc import PREFIX, Arena, decode, encode
 
@@ -25,7 +30,21 @@ class LoadFailed(Exception):
     """The worker could not load or warm up the model; ``str()`` says why."""
 
 
+def stream_error(frame: dict[str, Any]) -> ModelplaneError:
+    """The domain error that a failed stream frame (``ok`` false) stands for."""
+    message = str(frame.get("error") or "generation failed")
+    status = frame.get("status")
+    if status == 400:
+        return BadRequest(message)
+    if status == 503:
+        return Unavailable(message, retry_after=1)
+    return InvalidInput(message)
+
+
 class Worker:
+    # The worker program; tests swap in a stand-in that speaks the same frames.
+    command: ClassVar[list[str]] = [sys.executable, "-m", "modelplane.serving.worker"]
+
     def __init__(
         self, fmt: str, artifact_dir: str, options: dict[str, Any], arena_bytes: int = 0
     ) -> None:
@@ -36,6 +55,8 @@ class Worker:
         self.exited = asyncio.Event()
         self.load_seconds = 0.0
         self.signature: dict[str, Any] = {}
+        self.generation: dict[str, Any] | None = None  # set when the model generates text
+        self._streams: dict[int, asyncio.Queue[dict[str, Any]]] = {}
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[tuple[dict[str, Any], Arrays]]] = {}
         self._writer: asyncio.StreamWriter | None = None
@@ -64,7 +85,7 @@ class Worker:
         try:
             # Popen (fork+exec) returns in a few ms; the slow part, loading, is awaited.
             self.proc = subprocess.Popen(  # noqa: ASYNC220
-                [sys.executable, "-m", "modelplane.serving.worker", str(child.fileno())],
+                [*self.command, str(child.fileno())],
                 pass_fds=(child.fileno(),),
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
                 stdin=subprocess.DEVNULL,
@@ -95,6 +116,8 @@ class Worker:
             self.kill()
             raise LoadFailed(str(header.get("error", "unknown error")))
         self.signature = header["signature"]
+        generation = header.get("generation")
+        self.generation = dict(generation) if isinstance(generation, dict) else None
         self.load_seconds = float(header.get("load_seconds", 0.0))
 
     def _arena_names(self) -> list[str] | None:
@@ -141,6 +164,46 @@ class Worker:
         _, out = await self._call({"op": "echo"}, arrays)
         return out
 
+    @property
+    def streams(self) -> int:
+        """Sequences this worker is generating (or holding in its own queue) now."""
+        return len(self._streams)
+
+    async def generate(self, request: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+        """Send one generate request; yield its ``start``, ``token`` and ``done`` frames.
+
+        A frame with ``ok`` false raises its domain error. Leaving the iteration early
+        (``aclose``, cancellation) before ``done`` sends ``cancel``, so the worker frees
+        the slot at its next step.
+        """
+        if not self.alive or self._writer is None:
+            raise Unavailable("model worker is not running", retry_after=1)
+        rid = next(self._ids)
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._streams[rid] = queue
+        finished = False
+        try:
+            self._writer.writelines(encode({"op": "generate", "id": rid, "request": request}))
+            while True:
+                frame = await queue.get()
+                if not frame.get("ok"):
+                    finished = True
+                    raise stream_error(frame)
+                if frame.get("event") == "done":
+                    finished = True
+                    yield frame
+                    return
+                yield frame
+        finally:
+            self._streams.pop(rid, None)
+            if not finished:
+                self.cancel(rid)
+
+    def cancel(self, rid: int) -> None:
+        """Ask the worker to drop sequence ``rid`` before its next step (no reply awaited)."""
+        if self.alive and self._writer is not None and not self._writer.is_closing():
+            self._writer.writelines(encode({"op": "cancel", "id": next(self._ids), "target": rid}))
+
     async def _read_loop(self, reader: asyncio.StreamReader) -> None:
         try:
             while True:
@@ -148,6 +211,10 @@ class Worker:
                 head = await reader.readexactly(hlen)
                 payload = await reader.readexactly(plen) if plen else b""
                 header, arrays = decode(head, payload, self._inbox, copy_shared=True)
+                stream = self._streams.get(header.get("id", -1))
+                if stream is not None:
+                    stream.put_nowait(header)
+                    continue
                 fut = self._pending.get(header.get("id", -1))
                 if fut is not None and not fut.done():
                     fut.set_result((header, arrays))
@@ -159,6 +226,8 @@ class Worker:
                 if not fut.done():
                     fut.set_exception(Unavailable("model worker exited", retry_after=1))
             self._pending.clear()
+            for stream in self._streams.values():
+                stream.put_nowait({"ok": False, "status": 503, "error": "model worker exited"})
             if self._writer is not None:
                 self._writer.close()
             for arena in (self._outbox, self._inbox):
