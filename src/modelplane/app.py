@@ -127,8 +127,8 @@ def create_app(settings: Settings | None = None) -> Gate:
     app.include_router(deployments.router)
     app.include_router(oip.router)
     app.include_router(openai.router)
-    app.include_router(tfserving.router)
     app.include_router(openai_text.router)
+    app.include_router(tfserving.router)
     app.include_router(tenants.router)
     app.include_router(grants.router)
     app.include_router(audit.router)
@@ -141,7 +141,7 @@ def create_app(settings: Settings | None = None) -> Gate:
         oip.fast_routes(dataplane),
         tfserving.fast_routes(dataplane),
         openai.fast_routes(dataplane),
-    ]
         openai_text.fast_routes(dataplane),
+    ]
     instrument = Instrument(metrics, meter) if settings.metrics else None
     return Gate(FastPath(app, fast, settings.max_infer_bytes, instrument), app, auth)

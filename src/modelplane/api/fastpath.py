@@ -102,6 +102,9 @@ class FastPath:
         result = await _unless_disconnected(handler(headers, body, tenant), receive)
         if result is None:
             return
+        if isinstance(result, Streamed):
+            await _stream(result, receive, send)
+            return
         status, out_headers, out = result
         await send(
             {
@@ -114,9 +117,6 @@ class FastPath:
 
     async def _body(self, receive: Receive, declared: bytes | None) -> bytes:
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-        if isinstance(result, Streamed):
-            await _stream(result, receive, send)
-            return
             raise BodyTooLarge
         chunks: list[bytes] = []
         size = 0
