@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Architecture = Literal["mlp", "cnn", "rnn", "transformer", "autoencoder"]
+Architecture = Literal["mlp", "cnn", "rnn", "transformer", "autoencoder", "causal_lm"]
 Task = Literal["classification", "regression", "reconstruction"]
 Loss = Literal["cross_entropy", "mse", "mae", "bce"]
 
@@ -40,6 +40,9 @@ class ModelSpec(_Strict):
     cell: Literal["lstm", "gru"] = "lstm"
     layers: int = Field(default=1, ge=1, le=24)
     # transformer (text): vocabulary is built from the training texts, at most vocab_size tokens
+    # causal_lm: a byte-level BPE of at most vocab_size tokens is trained on the texts; layers,
+    # heads, d_model make a GPT-2 or Llama (``family``) whose context is max_len tokens
+    family: Literal["gpt2", "llama"] = "gpt2"
     heads: int = Field(default=2, ge=1, le=64)
     d_model: int = Field(default=32, ge=4, le=4096)
     vocab_size: int = Field(default=5000, ge=4, le=1_000_000)
@@ -49,7 +52,7 @@ class ModelSpec(_Strict):
 
     @model_validator(mode="after")
     def _heads_divide_d_model(self) -> ModelSpec:
-        if self.architecture == "transformer" and self.d_model % self.heads:
+        if self.architecture in ("transformer", "causal_lm") and self.d_model % self.heads:
             raise ValueError(
                 f"model.d_model ({self.d_model}) must be divisible by model.heads ({self.heads})"
             )
@@ -74,6 +77,7 @@ class Hyper(_Strict):
     max_runtime_seconds: float | None = Field(default=None, gt=0.0)
     early_stopping_patience: int | None = Field(default=None, ge=1, le=10_000)
     checkpoint_every: int = Field(default=1, ge=1, le=10_000)  # epochs between checkpoints
+    max_steps: int | None = Field(default=None, ge=1, le=10_000_000)  # causal_lm: optimizer steps
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
 
 
@@ -88,6 +92,7 @@ class DataSpec(_Strict):
     validation_split: float = Field(default=0.2, gt=0.0, lt=1.0)
     task: Task | None = None  # None: inferred from the target's values
     max_classes: int = Field(default=50, ge=2, le=100_000)  # integer targets up to this: classes
+    assistant_only_loss: bool = False  # causal_lm on chat ``messages``: loss on replies only
 
 
 class Federated(_Strict):
@@ -115,6 +120,9 @@ class TrainSpec(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> TrainSpec:
         arch, data, loss = self.model.architecture, self.data, self.hyper.loss
+        if arch == "causal_lm":
+            check_causal_lm(self.model, self.hyper, data)
+            return self
         needed = INPUT_FIELD.get(arch)
         if needed and getattr(data, needed) is None:
             raise ValueError(f"data.{needed} is required for architecture {arch!r}")
@@ -140,6 +148,23 @@ class TrainSpec(_Strict):
     def task(self) -> Task | None:
         """The task when the spec fixes it; None means it is inferred from the target."""
         return "reconstruction" if self.model.architecture == "autoencoder" else self.data.task
+
+
+CAUSAL_LM_MIN_VOCAB = 260  # byte-level BPE: the 256 bytes, then special tokens and merges
+
+
+def check_causal_lm(model: ModelSpec, hyper: Hyper, data: DataSpec) -> None:
+    """A causal LM reads texts (or chat messages) and predicts the next token: nothing else."""
+    for name in ("target", "features", "image_field", "sequence_field", "task"):
+        if getattr(data, name) is not None:
+            raise ValueError(f"data.{name} is not used by architecture 'causal_lm'")
+    if hyper.loss not in (None, "cross_entropy"):
+        raise ValueError("hyper.loss: a causal LM is trained with cross_entropy")
+    if model.vocab_size < CAUSAL_LM_MIN_VOCAB:
+        raise ValueError(
+            f"model.vocab_size must be at least {CAUSAL_LM_MIN_VOCAB} for architecture "
+            "'causal_lm' (a byte-level BPE starts from 256 bytes plus special tokens)"
+        )
 
 
 def check_loss(loss: Loss | None, task: Task) -> Loss:

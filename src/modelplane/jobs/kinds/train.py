@@ -9,6 +9,8 @@ parameters, the validation metrics and, when given, the base version.
 With ``base: "name@ref"`` (a ``transformers`` version) the job fine-tunes that
 encoder with a new classification head on ``data.text_field`` -> ``data.target``
 instead (see ``kinds/finetune.py``) and registers a ``transformers`` folder.
+With ``model.architecture: causal_lm`` it trains (or, with ``base``, fine-tunes)
+a text-generation model instead (see ``kinds/causal_lm.py``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from modelplane.errors import InvalidInput, NotFound
 from modelplane.jobs.context import JobContext
@@ -62,6 +64,14 @@ class TrainJob(BaseModel):
     resources: Resources = Field(default_factory=Resources)
     output: Output
 
+    @model_validator(mode="after")
+    def _adamw_for_causal_lm(self) -> TrainJob:
+        # Language models train with AdamW unless the spec picks another optimizer.
+        chosen = "optimizer" in self.hyper.model_fields_set
+        if self.model.architecture == "causal_lm" and not chosen:
+            self.hyper.optimizer = "adamw"
+        return self
+
     def train_spec(self) -> TrainSpec:
         return TrainSpec(model=self.model, hyper=self.hyper, data=self.data,
                          workers=self.resources.workers)  # fmt: skip
@@ -88,6 +98,16 @@ def _columns(ds: Any) -> dict[str, str]:
     if ds.format == "images":
         return {"image": "uint8", "label": "str"}
     return {c.name: c.dtype for c in ds.schema_.columns}
+
+
+def _causal_lm_only(spec: TrainJob) -> None:
+    """Fields only the causal_lm architecture reads are refused elsewhere, not ignored."""
+    if spec.hyper.max_steps is not None:
+        raise InvalidInput("hyper.max_steps: only architecture 'causal_lm' counts steps")
+    if spec.data.assistant_only_loss:
+        raise InvalidInput("data.assistant_only_loss: only for architecture 'causal_lm'")
+    if "family" in spec.model.model_fields_set:
+        raise InvalidInput("model.family: only for architecture 'causal_lm'")
 
 
 def _check_common(spec: TrainJob, env: SubmitEnv, datasets: list[str]) -> None:
@@ -198,6 +218,12 @@ class Train:
     spec = TrainJob
 
     def check(self, spec: TrainJob, env: SubmitEnv) -> None:
+        if spec.model.architecture == "causal_lm":
+            from modelplane.jobs.kinds.causal_lm import check_causal_lm_job
+
+            check_causal_lm_job(spec, env)
+            return
+        _causal_lm_only(spec)
         if spec.base is not None:
             from modelplane.jobs.kinds.finetune import check_finetune
 
@@ -206,6 +232,10 @@ class Train:
         _check_common(spec, env, [spec.dataset])
 
     def run(self, spec: TrainJob, ctx: JobContext) -> dict[str, Any]:
+        if spec.model.architecture == "causal_lm":
+            from modelplane.jobs.kinds.causal_lm import run_causal_lm
+
+            return run_causal_lm(spec, ctx)
         if spec.base is not None:
             from modelplane.jobs.kinds.finetune import run_finetune
 
@@ -226,6 +256,9 @@ class FederatedTrain:
     def check(self, spec: FederatedJob, env: SubmitEnv) -> None:
         if spec.base is not None:
             raise InvalidInput("base: federated_train does not fine-tune; use kind 'train'")
+        if spec.model.architecture == "causal_lm":
+            raise InvalidInput("model.architecture: federated_train does not train 'causal_lm'")
+        _causal_lm_only(spec)
         if bool(spec.dataset) == bool(spec.datasets):
             raise InvalidInput("give 'dataset' (with partition_by) or 'datasets', not both")
         if spec.dataset and not spec.partition_by:
