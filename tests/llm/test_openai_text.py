@@ -59,9 +59,7 @@ def greedy(oa: openai.OpenAI, prompt: str, **kw: object) -> openai.types.Complet
     return oa.completions.create(model="tiny", prompt=prompt, temperature=0, **kw)  # type: ignore[call-overload,no-any-return]
 
 
-def test_completion_completes_a_corpus_line_with_usage(
-    oa: openai.OpenAI, gpt2_dir: Path
-) -> None:
+def test_completion_completes_a_corpus_line_with_usage(oa: openai.OpenAI, gpt2_dir: Path) -> None:
     r = greedy(oa, "the cat sat", max_tokens=40)
     assert r.object == "text_completion" and r.model == "tiny" and r.id.startswith("cmpl-")
     assert r.choices[0].text == " on the mat and looked at the dog."
@@ -125,14 +123,21 @@ def test_stream_equals_answer_and_ends_with_done(oa: openai.OpenAI, http: httpx.
 def test_chat_streaming_and_not(oa: openai.OpenAI) -> None:
     messages: list[dict[str, str]] = [{"role": "user", "content": "the dog"}]
     whole = oa.chat.completions.create(
-        model="tiny", messages=messages, temperature=0, max_tokens=20  # type: ignore[arg-type]
+        model="tiny",
+        messages=messages,
+        temperature=0,
+        max_tokens=20,  # type: ignore[arg-type]
     )
     assert whole.object == "chat.completion" and whole.id.startswith("chatcmpl-")
     assert whole.choices[0].message.role == "assistant"
     assert whole.choices[0].message.content
     chunks = list(
         oa.chat.completions.create(
-            model="tiny", messages=messages, temperature=0, max_tokens=20, stream=True  # type: ignore[arg-type]
+            model="tiny",
+            messages=messages,
+            temperature=0,
+            max_tokens=20,
+            stream=True,  # type: ignore[arg-type]
         )
     )
     assert chunks[0].choices[0].delta.role == "assistant"
@@ -322,9 +327,7 @@ def test_models_lists_text_deployments(oa: openai.OpenAI, http: httpx.Client) ->
     assert s["sequences_total"] > 0
 
 
-def test_worker_death_ends_the_stream_with_an_error(
-    served: LiveServer, http: httpx.Client
-) -> None:
+def test_worker_death_ends_the_stream_with_an_error(served: LiveServer, http: httpx.Client) -> None:
     import os
     import signal
 

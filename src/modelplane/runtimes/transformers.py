@@ -1,5 +1,8 @@
 """Hugging Face text models: sentence embeddings and sequence classification.
 
+(Task ``text-generation``, or no task and a causal-LM architecture, loads
+``modelplane.runtimes.generation.GenerationRuntime`` instead.)
+
 The model's task picks what it serves:
 
 - ``feature-extraction`` / ``sentence-embedding`` / ``embedding``: input ``text``
@@ -84,6 +87,14 @@ def _find_onnx(root: Path) -> Path | None:
     return None
 
 
+def is_generation(task: str, config: dict[str, Any]) -> bool:
+    """Text generation: the task says so, or (no task) the architecture is a causal LM."""
+    if task:
+        return task in ("text-generation", "causal-lm")
+    archs = [str(a) for a in config.get("architectures") or []]
+    return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs)
+
+
 def _task(task: str, config: dict[str, Any], root: Path) -> str:
     if task in EMBEDDING_TASKS:
         return "embedding"
@@ -95,7 +106,7 @@ def _task(task: str, config: dict[str, Any], root: Path) -> str:
             return "classification"
         if (root / "modules.json").is_file():
             return "embedding"
-    tasks = sorted(EMBEDDING_TASKS | CLASSIFICATION_TASKS)
+    tasks = sorted(EMBEDDING_TASKS | CLASSIFICATION_TASKS | {"text-generation"})
     raise InvalidInput(f"the transformers runtime serves tasks {tasks}, not {task!r}")
 
 
@@ -133,9 +144,13 @@ class TransformersRuntime(Runtime):
         self.dim = dim
 
     @classmethod
-    def load(cls, artifact_dir: Path, options: RuntimeOptions) -> TransformersRuntime:
+    def load(cls, artifact_dir: Path, options: RuntimeOptions) -> Runtime:
         root = model_root(artifact_dir)
         config = read_json(root / "config.json")
+        if is_generation(options.task, config):  # causal LMs: runtimes/generation.py
+            from modelplane.runtimes.generation import GenerationRuntime
+
+            return GenerationRuntime.load(artifact_dir, options)
         task = _task(options.task, config, root)
         sentence = sentence_config(root, config)
         tokenizer = load_tokenizer(root, sentence.max_length)

@@ -4,12 +4,19 @@ Started by the gateway as ``python -m modelplane.serving.worker FD`` with one en
 of a socketpair. Blocking and single-threaded on purpose: the model runtime owns
 the CPU threads (onnxruntime/torch intra-op threads), and requests queue in the
 gateway, where the batcher can coalesce them.
+
+A text-generation model (``runtimes/generation.py``) also gets a
+continuous-batching engine (``serving/scheduler.py``) and the ``generate`` and
+``cancel`` ops of LLM_CONTRACT: while sequences run, the loop polls the socket
+without blocking between decoding steps, so new requests and cancels take
+effect at the next step; with nothing to decode it blocks on the socket.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import select
 import socket
 import sys
 import time
@@ -56,46 +63,118 @@ def _load(msg: dict[str, Any]) -> Any:
     return runtime
 
 
-def serve(sock: socket.socket) -> None:
-    runtime: Any = None
-    inbox: Arena | None = None  # gateway -> worker
-    outbox: Arena | None = None  # worker -> gateway
-    while True:
-        try:
-            hlen, plen = PREFIX.unpack(_read_exact(sock, PREFIX.size))
-            header, arrays = decode(_read_exact(sock, hlen), _read_exact(sock, plen), inbox)
-        except EOFError:
-            return
+def _engine(runtime: Any) -> Any:
+    """The continuous-batching engine for a text-generation runtime, else None."""
+    from modelplane.runtimes.generation import GenerationRuntime
+
+    if not isinstance(runtime, GenerationRuntime):
+        return None
+    from modelplane.serving.scheduler import DEFAULT_MAX_SEQS, DEFAULT_MAX_WAITING, Engine
+
+    extra = runtime.options.extra
+    return Engine(
+        runtime,
+        max_seqs=int(extra.get("max_seqs") or DEFAULT_MAX_SEQS),
+        max_cached_tokens=int(extra.get("max_cached_tokens") or 0) or None,
+        max_waiting=int(extra.get("max_waiting", DEFAULT_MAX_WAITING)),
+    )
+
+
+def _error(rid: Any, exc: Exception) -> dict[str, Any]:
+    from modelplane.errors import ModelplaneError
+
+    log.debug("request %s failed: %s", rid, traceback.format_exc())
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    header = {"id": rid, "ok": False, "error": message[:2000], "kind": type(exc).__name__}
+    if isinstance(exc, ModelplaneError):
+        header["status"] = exc.status
+    return header
+
+
+class Session:
+    """The worker's state: the loaded runtime, its engine (text generation) and the arenas."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.runtime: Any = None
+        self.engine: Any = None
+        self.inbox: Arena | None = None  # gateway -> worker
+        self.outbox: Arena | None = None  # worker -> gateway
+
+    def read(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        hlen, plen = PREFIX.unpack(_read_exact(self.sock, PREFIX.size))
+        return decode(_read_exact(self.sock, hlen), _read_exact(self.sock, plen), self.inbox)
+
+    def handle(self, header: dict[str, Any], arrays: dict[str, Any]) -> bool:
+        """Answer one frame; False when the worker should exit."""
         rid, op = header.get("id"), header.get("op")
+        sock = self.sock
         # The gateway allows the outbox only when it has consumed every earlier answer.
-        out = outbox if header.get("shm") else None
+        out = self.outbox if header.get("shm") else None
         try:
             if op == "predict":
                 started = time.perf_counter()
-                outputs = runtime.predict(arrays)
-                took = time.perf_counter() - started  # the model alone: for metrics and metering
+                outputs = self.runtime.predict(arrays)
+                took = time.perf_counter() - started
                 _send(sock, {"id": rid, "ok": True, "seconds": took}, outputs, out)
+            elif op == "generate":
+                if self.engine is None:
+                    from modelplane.errors import InvalidInput
+
+                    raise InvalidInput("this model does not generate text")
+                prompt = self.engine.submit(rid, header.get("request") or {})
+                _send(sock, {"id": rid, "ok": True, "event": "start", "prompt_tokens": prompt})
+            elif op == "cancel":  # no reply of its own: the stream ends with "cancelled"
+                if self.engine is not None:
+                    self.engine.cancel(header.get("target"))
             elif op == "load":
                 if header.get("arenas"):
-                    inbox, outbox = (Arena.attach(n) for n in header["arenas"])
+                    self.inbox, self.outbox = (Arena.attach(n) for n in header["arenas"])
                 started = time.perf_counter()
-                runtime = _load(header)
-                sig = runtime.metadata().model_dump()
-                took = time.perf_counter() - started
-                _send(sock, {"id": rid, "ok": True, "signature": sig, "load_seconds": took})
+                self.runtime = _load(header)
+                self.engine = _engine(self.runtime)
+                reply = {"id": rid, "ok": True, "signature": self.runtime.metadata().model_dump()}
+                if self.engine is not None:
+                    reply["generation"] = self.runtime.generation_info(
+                        self.engine.max_seqs, self.engine.max_cached_tokens
+                    )
+                reply["load_seconds"] = time.perf_counter() - started
+                _send(sock, reply)
             elif op == "echo":  # measures the transport alone (bench/ipc.py)
                 _send(sock, {"id": rid, "ok": True}, arrays, out)
             elif op == "stop":
                 _send(sock, {"id": rid, "ok": True})
-                return
+                return False
             else:
                 _send(sock, {"id": rid, "ok": False, "error": f"unknown op {op!r}"})
         except Exception as exc:  # noqa: BLE001 - every failure goes back to the gateway
-            log.debug("op %s failed: %s", op, traceback.format_exc())
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            _send(
-                sock, {"id": rid, "ok": False, "error": message[:2000], "kind": type(exc).__name__}
-            )
+            reply = _error(rid, exc)
+            if op == "generate":  # a stream error always says its status (contract)
+                reply.setdefault("status", 422)
+            _send(sock, reply)
+        return True
+
+    def decode_step(self) -> None:
+        frames = [encode(e.frame()) for e in self.engine.step()]
+        if frames:  # one write per step for every sequence's frame
+            self.sock.sendall(b"".join(b for f in frames for b in f))
+
+
+def serve(sock: socket.socket) -> None:
+    session = Session(sock)
+    while True:
+        try:
+            if session.engine is not None and session.engine.busy:
+                # Sequences are running: take every frame already here, then decode one step.
+                while select.select([sock], [], [], 0)[0]:
+                    if not session.handle(*session.read()):
+                        return
+                session.decode_step()
+                continue
+            if not session.handle(*session.read()):
+                return
+        except EOFError:
+            return
 
 
 def main() -> None:
