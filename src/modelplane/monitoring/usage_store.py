@@ -160,7 +160,8 @@ class UsageStore:
                     continue
                 r = row(dict(zip(group_by, rec[: len(cols)], strict=True)))
                 for c, v in zip(COUNTERS, values, strict=True):
-                    r[c] += v or 0
+                    # PostgreSQL sums BIGINT as NUMERIC (Decimal): back to plain numbers.
+                    r[c] += float(v or 0) if c == "compute_seconds" else int(v or 0)
 
             other = [g for g in group_by if g != "deployment"]
             jcols = [getattr(JobUsageRow, g) for g in other]
@@ -176,9 +177,9 @@ class UsageStore:
                 if not rec[-1]:
                     continue
                 r = row({**dict(zip(other, rec[: len(jcols)], strict=True)), "deployment": ""})
-                r["job_cpu_seconds"] += rec[-3] or 0.0
-                r["job_wall_seconds"] += rec[-2] or 0.0
-                r["jobs"] += rec[-1]
+                r["job_cpu_seconds"] += float(rec[-3] or 0.0)
+                r["job_wall_seconds"] += float(rec[-2] or 0.0)
+                r["jobs"] += int(rec[-1])
 
             scols = [getattr(StorageUsageRow, g) for g in other]
             sq = select(*scols, func.sum(StorageUsageRow.stored_bytes), func.count()).where(
