@@ -30,6 +30,7 @@ from modelplane.api import (
 from modelplane.api.fastpath import FastPath
 from modelplane.api.gate import Gate
 from modelplane.api.instrument import Instrument
+from modelplane.api.limits import BodyLimits
 from modelplane.auth import Auth
 from modelplane.datasets import DatasetService, DatasetStore
 from modelplane.db import make_engine, upgrade
@@ -144,4 +145,10 @@ def create_app(settings: Settings | None = None) -> Gate:
         openai_text.fast_routes(dataplane),
     ]
     instrument = Instrument(metrics, meter) if settings.metrics else None
-    return Gate(FastPath(app, fast, settings.max_infer_bytes, instrument), app, auth)
+    # Body size and JSON depth caps on every FastAPI route; the fast path checks its own.
+    limited = BodyLimits(
+        app, settings.max_json_bytes, settings.max_infer_bytes, settings.max_json_depth
+    )
+    fastpath = FastPath(limited, fast, settings.max_infer_bytes, instrument)
+    fastpath.max_depth = settings.max_json_depth
+    return Gate(fastpath, app, auth)

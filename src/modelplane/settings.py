@@ -28,6 +28,15 @@ class Settings(BaseSettings):
     max_archive_members: int = Field(default=100_000, gt=0)
     max_infer_bytes: int = Field(default=64 * 1024**2, gt=0, description="Cap on inference bodies.")
     max_json_bytes: int = Field(default=1024**2, gt=0, description="Cap on JSON metadata bodies.")
+    max_json_depth: int = Field(
+        default=64, ge=0, description="Deepest JSON nesting accepted in any body (0: no cap)."
+    )
+    header_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="A client must send its request headers within this."
+    )
+    body_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Longest silence while a client sends its body."
+    )
     blob_gc_grace_seconds: float = Field(default=3600.0, ge=0)
     runtime_threads: int = Field(default=1, ge=1, description="Default threads per model worker.")
     shm_arena_bytes: int = Field(

@@ -22,6 +22,14 @@ import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelplane.api.instrument import Instrument
+from modelplane.api.limits import (
+    depth_message,
+    json_part,
+    refusal,
+    send_result,
+    size_message,
+    too_deep,
+)
 from modelplane.registry.tables import DEFAULT_TENANT
 
 Headers = dict[bytes, bytes]
@@ -60,6 +68,7 @@ class ClientGone(Exception):
 
 
 class FastPath:
+    max_depth = 0  # deepest JSON nesting accepted (``api.limits``; 0: any); set by the app
     def __init__(
         self, app: ASGIApp, matchers: list[Matcher], max_body: int,
         instrument: Instrument | None = None,
@@ -94,9 +103,12 @@ class FastPath:
         try:
             body = await self._body(receive, headers.get(b"content-length"))
         except BodyTooLarge:
-            await _respond(send, 413, {"error": f"request body exceeds {self.max_body} bytes"})
+            await send_result(send, refusal(scope["path"], 413, size_message(self.max_body)))
             return
         except ClientGone:
+            return
+        if self.max_depth and too_deep(json_part(body, headers), self.max_depth):
+            await send_result(send, refusal(scope["path"], 400, depth_message(self.max_depth)))
             return
         tenant = scope.get("state", {}).get("tenant", DEFAULT_TENANT)
         result = await _unless_disconnected(handler(headers, body, tenant), receive)
