@@ -69,6 +69,7 @@ class ClientGone(Exception):
 
 class FastPath:
     max_depth = 0  # deepest JSON nesting accepted (``api.limits``; 0: any); set by the app
+
     def __init__(
         self, app: ASGIApp, matchers: list[Matcher], max_body: int,
         instrument: Instrument | None = None,
