@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 import orjson
@@ -39,6 +39,7 @@ from modelplane.api.openai_text_codec import (
     usage,
 )
 from modelplane.errors import BadRequest, ModelplaneError, NotFound
+from modelplane.monitoring.usage import UsageMeter
 from modelplane.serving.dataplane import DataPlane
 from modelplane.serving.streams import Frame, TextStream
 
@@ -51,22 +52,37 @@ SSE_HEADERS = [
 ]
 
 
-async def generate(dp: DataPlane, tenant_id: str, kind: Kind, body: bytes) -> Result | Streamed:
-    """One completions or chat call. Never raises ModelplaneError."""
+Meter = Callable[[int, int], None]  # (prompt tokens, completion tokens) of one request
+
+
+async def generate(
+    dp: DataPlane, tenant_id: str, kind: Kind, body: bytes, usage: UsageMeter | None = None
+) -> Result | Streamed:
+    """One completions or chat call. Never raises ModelplaneError.
+
+    Token use is metered per tenant and deployment (``usage.record_tokens``); a stream
+    the client leaves early is metered with the tokens made until then.
+    """
     param = "messages" if kind == "chat" else "prompt"
     try:
         req = parse(kind, body)
         streams = await _open(dp, tenant_id, req, param)
     except ModelplaneError as exc:
         return error_result(exc)
+
+    def meter(prompt: int, completion: int) -> None:
+        if usage is not None and usage.enabled:
+            usage.record_tokens(tenant_id, req.model, prompt, completion)
+
     if req.stream:
-        return Streamed(200, SSE_HEADERS, _Chunks(_sse(req, streams), streams))
+        return Streamed(200, SSE_HEADERS, _Chunks(_sse(req, streams, meter), streams))
     try:
         doc = await _answer(req, streams)
     except ModelplaneError as exc:
         return error_result(_translated(exc, param))
     finally:
         await _close(streams)
+    meter(doc["usage"]["prompt_tokens"], doc["usage"]["completion_tokens"])
     return 200, JSON, orjson.dumps(doc)
 
 
@@ -179,7 +195,7 @@ async def _answer(req: TextRequest, streams: list[TextStream]) -> dict[str, Any]
     }
 
 
-async def _sse(req: TextRequest, streams: list[TextStream]) -> AsyncIterator[bytes]:
+async def _sse(req: TextRequest, streams: list[TextStream], meter: Meter) -> AsyncIterator[bytes]:
     head = envelope(req, chunk=True)
     if req.include_usage:
         head["usage"] = None
@@ -189,7 +205,7 @@ async def _sse(req: TextRequest, streams: list[TextStream]) -> AsyncIterator[byt
 
     want_logprobs = req.logprobs is not None
     offsets = [0] * len(streams)
-    completion = 0
+    made = [0] * len(streams)  # completion tokens per choice so far
     if req.kind == "chat":
         for i in range(len(streams)):
             yield chunk(delta("chat", i, "", None, None, role=True))
@@ -199,19 +215,21 @@ async def _sse(req: TextRequest, streams: list[TextStream]) -> AsyncIterator[byt
             items = frame.get("logprobs") or []
             lp = logprobs_doc(req.kind, items, offsets[i]) if want_logprobs and items else None
             offsets[i] += sum(len(str(e.get("token", ""))) for e in items)
+            made[i] += len(frame.get("tokens") or [])
             if frame.get("event") == "done":
-                completion += int(frame.get("completion_tokens", 0))
+                made[i] = int(frame.get("completion_tokens", made[i]))
                 reason = finish(frame.get("finish_reason"))
                 yield chunk(delta(req.kind, i, text or None, reason, lp))
             elif text or lp:
                 yield chunk(delta(req.kind, i, text, None, lp))
+        if req.include_usage:
+            yield sse({**head, "choices": [], "usage": _usage(req, streams, sum(made))})
+        yield DONE
     except ModelplaneError as exc:  # the response has started: the error goes in the stream
         _, _, body = error_result(_translated(exc, "prompt"))
         yield b"data: " + body + b"\n\n"
-        return
-    if req.include_usage:
-        yield sse({**head, "choices": [], "usage": _usage(req, streams, completion)})
-    yield DONE
+    finally:  # also when the client left: what was made is metered
+        meter(_usage(req, streams, 0)["prompt_tokens"], sum(made))
 
 
 class _Chunks:
@@ -230,7 +248,7 @@ class _Chunks:
             await _close(self._streams)
 
 
-def fast_routes(dp: DataPlane) -> Matcher:
+def fast_routes(dp: DataPlane, usage: UsageMeter | None = None) -> Matcher:
     """The fast-path matcher for ``POST /v1/completions`` and ``POST /v1/chat/completions``."""
 
     def match(method: str, path: str) -> Handler | None:
@@ -239,7 +257,7 @@ def fast_routes(dp: DataPlane) -> Matcher:
             return None
 
         def handle(headers: Headers, body: bytes, tenant_id: str) -> Awaitable[Result | Streamed]:
-            return generate(dp, tenant_id, kind, body)
+            return generate(dp, tenant_id, kind, body, usage)
 
         return handle
 
@@ -248,7 +266,8 @@ def fast_routes(dp: DataPlane) -> Matcher:
 
 # -- documented routes (the fast path answers these calls first) ---------------------
 async def _respond(dp: DataPlane, t: str, kind: Kind, request: Request) -> Response:
-    result = await generate(dp, t, kind, await request.body())
+    usage = getattr(request.app.state, "usage", None)
+    result = await generate(dp, t, kind, await request.body(), usage)
     if isinstance(result, Streamed):
         headers = {k.decode(): v.decode() for k, v in result.headers}
         return StreamingResponse(result.chunks, result.status, headers)
