@@ -19,6 +19,7 @@ gets ``DEFAULT_CHAT_TEMPLATE``: one ``role: content`` line per message, then
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,8 @@ class GenerationRuntime(Runtime):
         self.chat_template: str | None = getattr(tokenizer, "chat_template", None) or None
         self.model_type = str(getattr(model.config, "model_type", "") or "")
         self.predict_max_tokens = int(options.extra.get("predict_max_tokens", 64))
+        # Read once: inspect.signature costs milliseconds, an engine is made per predict batch.
+        self.forward_params = frozenset(inspect.signature(model.forward).parameters)
         # The Rust tokenizer decodes without the Python wrapper's per-call overhead.
         self._fast = getattr(tokenizer, "backend_tokenizer", None)
 

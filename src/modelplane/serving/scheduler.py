@@ -26,7 +26,6 @@ and its paged attention brings nothing to CPU-sized batches; this loop is
 
 from __future__ import annotations
 
-import inspect
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -119,7 +118,7 @@ class Engine:
         self.reserved = 0
         self.cache: Any = None
         self.mask: torch.Tensor | None = None  # [rows, columns] of the shared cache
-        params = inspect.signature(self.model.forward).parameters
+        params = runtime.forward_params
         self._keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
         # transformers 5.25 renamed past_key_values (deprecated) to cache.
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
