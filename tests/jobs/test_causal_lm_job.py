@@ -70,9 +70,34 @@ def _complete(folder: Path, prompt: str, chat: bool = False) -> str:
     return str(tok.decode(gen[0, ids["input_ids"].shape[1] :], skip_special_tokens=True))
 
 
-@pytest.mark.slow  # two training jobs (each a fresh process importing torch and transformers)
-@pytest.mark.timeout(600)
-def test_a_causal_lm_trained_then_chat_fine_tuned_by_jobs(
+def _served_over_openai(srv: LiveServer, text_ref: str, chat_ref: str) -> None:
+    """Both versions deployed; the unchanged openai SDK gets the corpus' completions."""
+    import openai
+
+    from tests.llm.served import deploy, wait_ready
+
+    with httpx.Client(base_url=srv.url, timeout=60) as http:
+        deploy(http, "fruit", text_ref)
+        deploy(http, "fruit-chat", chat_ref)
+        wait_ready(http, "fruit")
+        wait_ready(http, "fruit-chat")
+    with openai.OpenAI(base_url=f"{srv.url}/v1", api_key="unused", max_retries=0) as oa:
+        for name, fruit in EATS.items():
+            r = oa.completions.create(model="fruit", prompt=f"{name} eats", temperature=0,
+                                      max_tokens=24)  # fmt: skip
+            assert r.choices[0].text.split()[0] == fruit, r.choices[0].text
+        for name, fruit in EATS_NOW.items():
+            c = oa.chat.completions.create(
+                model="fruit-chat", temperature=0, max_tokens=24,
+                messages=[{"role": "user", "content": f"what does {name} eat?"}],
+            )  # fmt: skip
+            assert c.choices[0].message.content == f"{name} eats {fruit}."
+            assert c.choices[0].finish_reason == "stop"  # at <|im_end|>, not max_tokens
+
+
+@pytest.mark.slow  # two training jobs (each a fresh process importing torch), two deployments
+@pytest.mark.timeout(900)
+def test_causal_lms_trained_and_chat_fine_tuned_by_jobs_are_served(
     job_settings: Settings, start_server: Any, tmp_path: Path
 ) -> None:
     import torch
@@ -121,6 +146,8 @@ def test_a_causal_lm_trained_then_chat_fine_tuned_by_jobs(
     assert "chat_template" in json.loads((chat / "tokenizer_config.json").read_text())
     for name, fruit in EATS_NOW.items():
         assert _complete(chat, f"what does {name} eat?", chat=True) == f"{name} eats {fruit}."
+
+    _served_over_openai(srv, "fruit@production", "fruit-chat@1")
 
 
 def _folder_tar(files: dict[str, bytes]) -> bytes:
