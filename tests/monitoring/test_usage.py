@@ -200,3 +200,33 @@ def test_usage_survives_a_restart(
     with httpx.Client(base_url=second.url, timeout=60) as c:
         rows = c.get("/api/v1/usage", params={"group_by": "deployment"}).json()["rows"]
     assert [(r["deployment"], r["requests"]) for r in rows if r["requests"]] == [("double", 5)]
+
+
+def test_sdk_and_cli_show_the_same_usage(metered: LiveServer) -> None:
+    from typer.testing import CliRunner
+
+    from modelplane import Client
+    from modelplane.cli.main import app
+
+    with httpx.Client(timeout=60) as c:
+        assert oip(c, metered.url) == 200
+    with Client(metered.url) as client:
+        report = client.usage(group_by=["deployment"], start=TODAY, end=TODAY)
+        (line,) = [r for r in report.rows if r.deployment == "double"]
+        assert line.requests >= 1 and line.items == 2 * line.requests
+        csv = client.usage_csv(group_by=["deployment"])
+        assert csv.splitlines()[0].startswith("deployment,requests")
+        assert client.ready()["checks"]["database"] == "ok"
+    runner = CliRunner(env={"COLUMNS": "200"})
+    shown = runner.invoke(app, ["--url", metered.url, "usage", "--group-by", "deployment"])
+    assert shown.exit_code == 0, shown.output
+    assert "double" in shown.output and "total cost" in shown.output
+    as_json = runner.invoke(app, ["--url", metered.url, "--json", "usage", "--group-by", "day"])
+    assert as_json.exit_code == 0, as_json.output
+    assert '"day"' in as_json.output
+    as_csv = runner.invoke(
+        app, ["--url", metered.url, "usage", "--csv", "--group-by", "deployment"]
+    )
+    assert as_csv.output.startswith("deployment,requests")
+    bad = runner.invoke(app, ["--url", metered.url, "usage", "--group-by", "model"])
+    assert bad.exit_code != 0 and "tenant, deployment, day" in bad.output

@@ -124,6 +124,7 @@ def worker(
     from modelplane.db import make_engine, upgrade
     from modelplane.jobs.runner import Runner
     from modelplane.jobs.store import JobStore
+    from modelplane.monitoring.usage_store import UsageStore
     from modelplane.settings import Settings
 
     settings = Settings()
@@ -133,6 +134,7 @@ def worker(
     engine = make_engine(settings.resolved_database_url())
     upgrade(engine)
     runner = Runner(JobStore(engine), settings, slots)
+    runner.usage = UsageStore(engine)  # CPU and wall seconds per job, for usage and cost
     typer.echo(
         f"worker {runner.id}: {slots} slot(s) on {settings.resolved_database_url()}", err=True
     )

@@ -9,7 +9,17 @@ import typer
 from rich.markup import escape
 
 from modelplane import __version__
-from modelplane.cli import alerts, auth, backup, datasets, deployments, jobs, registry, serve
+from modelplane.cli import (
+    alerts,
+    auth,
+    backup,
+    datasets,
+    deployments,
+    jobs,
+    registry,
+    serve,
+    usage,
+)
 from modelplane.cli.output import err_console
 from modelplane.errors import ModelplaneError
 
@@ -37,6 +47,7 @@ app.add_typer(auth.keys, name="keys")
 app.add_typer(auth.grants, name="grants")
 app.command("audit")(auth.audit)
 app.add_typer(alerts.alerts, name="alerts")
+app.command("usage")(usage.usage)
 
 
 def _version(value: bool) -> None:

@@ -6,7 +6,8 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from datetime import date
 from email.message import Message
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -22,6 +23,7 @@ from modelplane.schemas.datasets import Dataset
 from modelplane.schemas.jobs import Job
 from modelplane.schemas.registry import Alias, AliasEvent, Lineage, Model, Version
 from modelplane.schemas.serving import Deployment
+from modelplane.schemas.usage import UsageReport
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
 T = TypeVar("T", bound=BaseModel)
@@ -115,6 +117,31 @@ class Client:
     def health(self) -> dict[str, Any]:
         result: dict[str, Any] = self._check(self._http.get("/healthz")).json()
         return result
+
+    def ready(self) -> dict[str, Any]:
+        """``/readyz``: each dependency's check; raises ``Unavailable`` (503) when one fails."""
+        result: dict[str, Any] = self._check(self._http.get("/readyz")).json()
+        return result
+
+    # -- usage and cost (implemented in client/usage.py) -----------------------------
+    def usage(
+        self, tenant: str | None = None, start: date | str | None = None,
+        end: date | str | None = None, group_by: Sequence[str] = ("tenant",),
+    ) -> UsageReport:  # fmt: skip
+        """Metered use and cost from ``start`` to ``end`` (UTC days, both included), grouped
+        by any of tenant, deployment and day; a non-admin key sees only its own tenant."""
+        from modelplane.client import usage
+
+        return usage.usage(self, tenant, start, end, group_by)
+
+    def usage_csv(
+        self, tenant: str | None = None, start: date | str | None = None,
+        end: date | str | None = None, group_by: Sequence[str] = ("tenant",),
+    ) -> str:  # fmt: skip
+        """The same report as CSV text."""
+        from modelplane.client import usage
+
+        return usage.usage_csv(self, tenant, start, end, group_by)
 
     # -- models --------------------------------------------------------------
     def create_model(
