@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from modelplane.examples import double_onnx
 from modelplane.settings import Settings
 from tests.auth.conftest import deploy, publish_double, wait_state
 from tests.conftest import LiveServer
@@ -151,3 +152,27 @@ def test_broken_deployment_fires_not_ready_and_errors_then_resolves(
             got = settle(hook)
             assert statuses(got, "NotReady") == ["firing", "resolved"]
             assert statuses(got, "Errors") == ["firing", "resolved"]
+
+
+def test_storage_quota_alert(
+    tmp_path: Path, start_server: Callable[[Settings], LiveServer]
+) -> None:
+    """A tenant past 80 % of its stored-bytes quota fires; deleting the model resolves it."""
+    with receiver() as hook:
+        quota = int(len(double_onnx()) / 0.9)  # the model alone is 90 % of it
+        s = settings_for(tmp_path, hook).model_copy(update={"quota_max_stored_bytes": quota})
+        server = start_server(s)
+        with httpx.Client(base_url=f"{server.url}/api/v1", timeout=60) as api:
+            rule = {
+                "name": "NearStorage",
+                "condition": {"kind": "quota", "resource": "stored_bytes", "above_percent": 80},
+            }
+            assert api.post("/alerts/rules", json=rule).status_code == 201
+            publish_double(api)
+            [fired] = hook.wait_for(lambda got: statuses(got, "NearStorage") == ["firing"])
+            [a] = fired["alerts"]
+            assert a["labels"]["tenant"] == "default"
+            metrics = httpx.get(f"{server.url}/metrics").text
+            assert 'modelplane_tenant_stored_bytes{tenant="default"}' in metrics
+            assert api.delete("/models/double").status_code == 204
+            hook.wait_for(lambda got: statuses(got, "NearStorage") == ["firing", "resolved"])

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from modelplane.monitoring.alerts.conditions import Quotas
 from modelplane.monitoring.alerts.promql import export
 from modelplane.schemas.alerts import AlertRuleSpec
 
@@ -48,6 +49,9 @@ RULES: list[dict[str, Any]] = [
 ]
 
 
+QUOTAS = Quotas(requests_per_second={"acme": 10.0}, max_stored_bytes={"acme": 10**9})
+
+
 def specs() -> list[AlertRuleSpec]:
     return [AlertRuleSpec.model_validate(r) for r in RULES]
 
@@ -57,11 +61,15 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_export_shape() -> None:
-    text, skipped = export(specs(), {"acme": 10.0, "beta": 0.0, "gamma": 2.5})
+    quotas = Quotas({"acme": 10.0, "beta": 0.0, "gamma": 2.5}, {"acme": 0, "beta": 10**9})
+    text, skipped = export(specs(), quotas)
     doc = yaml.safe_load(text)
     [group] = doc["groups"]
     by_name = {r["alert"]: r for r in group["rules"]}
-    assert skipped == ["NearStorage"] and "NearStorage" not in by_name
+    assert skipped == []
+    assert by_name["NearStorage"]["expr"] == (
+        '(max by (tenant) (modelplane_tenant_stored_bytes{tenant="beta"}) / 1000000000 * 100 > 90)'
+    )
     slow = by_name["SlowModel"]
     assert slow["for"] == "2m" and slow["labels"] == {"team": "ml", "severity": "critical"}
     assert slow["annotations"]["summary"] == RULES[0]["annotations"]["summary"]
@@ -70,24 +78,24 @@ def test_export_shape() -> None:
     near = by_name["NearRate"]["expr"]
     assert 'tenant="acme"' in near and "/ 10 *" in near and 'tenant="gamma"' in near
     assert "beta" not in near
-    _, skipped = export(specs(), {})
-    assert skipped == ["NearRate", "NearStorage"]
+    text, skipped = export(specs(), Quotas())
+    assert skipped == ["NearRate", "NearStorage"] and "NearRate" in text.splitlines()[1]
 
 
 @needs_promtool
 def test_promtool_check_rules(tmp_path: Path) -> None:
-    text, _ = export(specs(), {"acme": 10.0})
+    text, _ = export(specs(), QUOTAS)
     path = tmp_path / "modelplane.rules.yml"
     path.write_text(text)
     done = promtool("check", "rules", str(path))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 6 rules found" in done.stdout
+    assert "SUCCESS: 7 rules found" in done.stdout
 
 
 @needs_promtool
 def test_promtool_unit_test_fires_like_the_evaluator(tmp_path: Path) -> None:
     """Series Prometheus would scrape from us; the exported rules fire on the same cases."""
-    text, _ = export(specs(), {"acme": 10.0})
+    text, _ = export(specs(), QUOTAS)
     (tmp_path / "rules.yml").write_text(text)
     req = (
         "modelplane_requests_total{{protocol='oip',tenant='acme',deployment='double',"
@@ -111,6 +119,11 @@ def test_promtool_unit_test_fires_like_the_evaluator(tmp_path: Path) -> None:
                     {"series": bucket.format("0.25"), "values": "0+0x20"},
                     {"series": bucket.format("0.5"), "values": "0+540x20"},
                     {"series": bucket.format("+Inf"), "values": "0+540x20"},
+                    # 950 MB of a 1 GB quota: above 90 %.
+                    {
+                        "series": "modelplane_tenant_stored_bytes{tenant='acme'}",
+                        "values": "95e7x20",
+                    },
                     {
                         "series": "modelplane_queue_depth{tenant='acme',deployment='double'}",
                         "values": "0 0 20x18",
@@ -161,6 +174,11 @@ def test_promtool_unit_test_fires_like_the_evaluator(tmp_path: Path) -> None:
                     {
                         "eval_time": "10m",
                         "alertname": "NearRate",
+                        "exp_alerts": [{"exp_labels": {"severity": "warning", "tenant": "acme"}}],
+                    },
+                    {
+                        "eval_time": "10m",
+                        "alertname": "NearStorage",
                         "exp_alerts": [{"exp_labels": {"severity": "warning", "tenant": "acme"}}],
                     },
                     {"eval_time": "10m", "alertname": "NotReady", "exp_alerts": []},

@@ -204,8 +204,10 @@ def test_quota_rate_and_storage() -> None:
     assert evaluate(rps, h, Quotas(requests_per_second={"acme": 100.0})) == {}
     assert evaluate(rps, h, Quotas()) == {}  # no quota: never near it
     stored = rule(condition={"kind": "quota", "resource": "stored_bytes", "above_percent": 50})
-    caps, used = {"acme": 1000, "beta": 1000}, {"acme": 600, "beta": 10}
-    q = Quotas(max_stored_bytes=caps, stored_bytes=used)
+    for tenant, size in (("acme", 600), ("beta", 10), ("gamma", 900)):
+        metrics.tenant_stored_bytes.labels(tenant).set(size)
+    h.add(11.0, sampler(metrics)(), 100)
+    q = Quotas(max_stored_bytes={"acme": 1000, "beta": 1000, "gamma": 0})
     assert {dict(k)["tenant"]: v for k, v in evaluate(stored, h, q).items()} == {"acme": 60.0}
 
 
@@ -330,3 +332,20 @@ def test_webhook_notify_does_not_block_on_a_dead_receiver() -> None:
 
     n = asyncio.run(run())
     assert n.delivered == 0
+
+
+def test_job_failed_counts_failures_in_the_window() -> None:
+    metrics = Metrics(process=False)
+    r = rule(condition={"kind": "job_failed", "job_kind": "train", "window": "1m"})
+    ev, rec = evaluator(metrics, r)
+    metrics.job_transitions.labels("train", "running").inc()
+    metrics.job_transitions.labels("batch_predict", "failed").inc()  # another kind
+    step(ev, 10)
+    assert rec.bodies == []
+    metrics.job_transitions.labels("train", "failed").inc()
+    step(ev, 20)
+    [body] = rec.bodies
+    assert body["status"] == "firing" and body["alerts"][0]["labels"]["kind"] == "train"
+    step(ev, 70)  # the failure is still inside the minute
+    step(ev, 90)  # now it is not
+    assert [b["status"] for b in rec.bodies] == ["firing", "resolved"]

@@ -20,7 +20,7 @@ from modelplane.api.deps import actor, tenant
 from modelplane.errors import NotFound
 from modelplane.monitoring.alerts import Evaluator, RuleBook
 from modelplane.monitoring.alerts.promql import export
-from modelplane.monitoring.alerts.wiring import rps_quotas
+from modelplane.monitoring.alerts.wiring import all_quotas
 from modelplane.schemas.alerts import AlertList, AlertRule, AlertRuleList, AlertRuleSpec
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
@@ -104,7 +104,7 @@ async def export_rules(ev: Alerts, who: Caller, request: Request) -> PlainTextRe
 
     def render() -> tuple[str, list[str]]:
         rules = [r for r in _book(ev).all() if who.rule(r)]
-        return export(rules, rps_quotas(request.app.state.auth))
+        return export(rules, all_quotas(request.app.state.auth))
 
     text, skipped = await asyncio.to_thread(render)
     headers = {"X-Skipped-Rules": ",".join(skipped)} if skipped else {}

@@ -142,6 +142,12 @@ class Metrics:
             "modelplane_worker_restarts", "Model worker processes restarted after dying.", _DEP,
             registry=r,
         )  # fmt: skip
+        # Added by the alerts helper: stored-bytes quota rules need it in PromQL too. Set by a
+        # refresher from monitoring/alerts/wiring.py.
+        self.tenant_stored_bytes = Gauge(
+            "modelplane_tenant_stored_bytes", "Bytes of model versions and datasets stored.",
+            ("tenant",), registry=r,
+        )  # fmt: skip
         # -- jobs and registry ---------------------------------------------------
         self.jobs = Gauge(
             "modelplane_jobs", "Jobs currently in each state (this database).", ("kind", "state"),

@@ -28,7 +28,8 @@ DURATION_BUCKETS = "modelplane_request_duration_seconds_bucket"
 QUEUE_DEPTH = "modelplane_queue_depth"
 READY = "modelplane_deployment_ready"
 JOB_TRANSITIONS = "modelplane_job_transitions_total"
-SAMPLED = frozenset({REQUESTS, DURATION_BUCKETS, QUEUE_DEPTH, READY, JOB_TRANSITIONS})
+STORED_BYTES = "modelplane_tenant_stored_bytes"
+SAMPLED = frozenset({REQUESTS, DURATION_BUCKETS, QUEUE_DEPTH, READY, JOB_TRANSITIONS, STORED_BYTES})
 MANAGEMENT = "management"  # management API calls are not model traffic
 BY_DEPLOYMENT = ("tenant", "deployment")
 BY_TENANT = ("tenant",)
@@ -36,11 +37,10 @@ BY_TENANT = ("tenant",)
 
 @dataclass
 class Quotas:
-    """Per tenant: its request-rate and storage quotas (0: none), and what it stores."""
+    """Per tenant: its request-rate and storage quotas (0 or missing: none)."""
 
     requests_per_second: Mapping[str, float] = field(default_factory=dict)
     max_stored_bytes: Mapping[str, int] = field(default_factory=dict)
-    stored_bytes: Mapping[str, int] = field(default_factory=dict)
 
 
 def selects(selector: Selector, inference_only: bool = True) -> Callable[[Mapping[str, str]], bool]:
@@ -109,9 +109,11 @@ def quota(c: Quota, sel: Selector, h: History, q: Quotas) -> Series:
             if limit > 0 and seconds > 0:
                 used[key] = 100 * n / seconds / limit
     else:
-        for tenant, limit in q.max_stored_bytes.items():
-            if limit > 0 and (sel.tenant is None or sel.tenant == tenant):
-                used[(("tenant", tenant),)] = 100 * q.stored_bytes.get(tenant, 0) / limit
+        stored = {k: v for k, v in h.current(STORED_BYTES).items() if selects(sel, False)(dict(k))}
+        for key, size in group(stored, BY_TENANT, "max").items():
+            limit = q.max_stored_bytes.get(key[0][1], 0)
+            if limit > 0:
+                used[key] = 100 * size / limit
     return _above(used, c.above_percent)
 
 

@@ -18,7 +18,13 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from modelplane.monitoring.alerts.conditions import Quotas, evaluate, longest_window
+from modelplane.monitoring.alerts.conditions import (
+    REQUESTS,
+    STORED_BYTES,
+    Quotas,
+    evaluate,
+    longest_window,
+)
 from modelplane.monitoring.alerts.notify import Notifier, message
 from modelplane.monitoring.alerts.rules import RuleBook
 from modelplane.monitoring.alerts.state import Instance, Notice, Tracker
@@ -26,7 +32,7 @@ from modelplane.monitoring.alerts.window import History, Snapshot
 from modelplane.schemas.alerts import Alert, AlertList, AlertRuleSpec, Quota
 
 log = logging.getLogger("modelplane.alerts")
-QuotaSource = Callable[[set[str], bool], Quotas]  # (tenants seen, stored bytes wanted)
+QuotaSource = Callable[[set[str]], Quotas]  # the quotas of these tenants
 
 
 def _utc(t: float) -> datetime:
@@ -85,13 +91,11 @@ class Evaluator:
             return notices
 
     def _quotas(self, rules: Iterable[AlertRuleSpec]) -> Quotas:
-        kinds = {r.condition.resource for r in rules if isinstance(r.condition, Quota)}
-        if not kinds or self.quotas is None:
+        if self.quotas is None or not any(isinstance(r.condition, Quota) for r in rules):
             return Quotas()
-        seen = {
-            dict(k).get("tenant", "") for k in self.history.current("modelplane_requests_total")
-        }
-        return self.quotas(seen - {""}, "stored_bytes" in kinds)
+        seen = {dict(k).get("tenant", "") for k in self.history.current(REQUESTS)}
+        seen |= {dict(k).get("tenant", "") for k in self.history.current(STORED_BYTES)}
+        return self.quotas(seen - {""})
 
     def dispatch(self, notices: Sequence[Notice]) -> None:
         """One message per rule and status, to every notifier (they only enqueue)."""

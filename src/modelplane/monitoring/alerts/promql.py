@@ -5,8 +5,7 @@ Each rule becomes one alerting rule whose ``expr`` is the PromQL form of what
 ``monitoring/metrics.py``. Quota rules compare against each tenant's quota
 as it is when exporting (quotas are settings and SQL rows, not metrics): one
 ``or`` branch per tenant that has that quota; a quota rule no tenant has a
-quota for is left out and named in ``skipped``. ``stored_bytes`` quota rules
-are left out too: no metric carries stored bytes yet.
+quota for is left out and named in ``skipped``.
 """
 
 from __future__ import annotations
@@ -23,6 +22,8 @@ from modelplane.monitoring.alerts.conditions import (
     QUEUE_DEPTH,
     READY,
     REQUESTS,
+    STORED_BYTES,
+    Quotas,
 )
 from modelplane.schemas.alerts import (
     AlertRuleSpec,
@@ -60,7 +61,7 @@ def _number(x: float) -> str:
     return repr(float(x)) if x != int(x) else str(int(x))
 
 
-def expr(rule: AlertRuleSpec, rps_quotas: Mapping[str, float] | None = None) -> str | None:
+def expr(rule: AlertRuleSpec, quotas: Quotas | None = None) -> str | None:
     """The PromQL of ``rule``'s condition; None when it cannot be written (see module doc)."""
     c, sel = rule.condition, rule.selector
     match c:
@@ -83,30 +84,32 @@ def expr(rule: AlertRuleSpec, rps_quotas: Mapping[str, float] | None = None) -> 
             grown = f"increase({JOB_TRANSITIONS}{_matchers(sel, False, **fixed)}[{c.window}])"
             return f"sum by (kind) ({grown}) > 0"
         case Quota():
-            if c.resource != "requests_per_second":
-                return None
+            q = quotas or Quotas()
+            per_second = c.resource == "requests_per_second"
+            limits: Mapping[str, float] = (
+                q.requests_per_second if per_second else q.max_stored_bytes
+            )
             branches = []
-            for tenant, limit in sorted((rps_quotas or {}).items()):
+            for tenant, limit in sorted(limits.items()):
                 if limit <= 0 or (sel.tenant is not None and sel.tenant != tenant):
                     continue
-                one = Selector(tenant=tenant)
-                rate = f"rate({REQUESTS}{_matchers(one, False)}[{c.window}])"
-                branches.append(
-                    f"(sum by (tenant) ({rate}) / {_number(limit)} * 100 > "
-                    f"{_number(c.above_percent)})"
+                one = _matchers(Selector(tenant=tenant), False)
+                used = (
+                    f"sum by (tenant) (rate({REQUESTS}{one}[{c.window}]))"
+                    if per_second
+                    else f"max by (tenant) ({STORED_BYTES}{one})"
                 )
+                branches.append(f"({used} / {_number(limit)} * 100 > {_number(c.above_percent)})")
             return " or ".join(branches) or None
     raise AssertionError(f"unknown condition {c!r}")  # pragma: no cover
 
 
-def export(
-    rules: Sequence[AlertRuleSpec], rps_quotas: Mapping[str, float] | None = None
-) -> tuple[str, list[str]]:
+def export(rules: Sequence[AlertRuleSpec], quotas: Quotas | None = None) -> tuple[str, list[str]]:
     """(the rules file as YAML text, names of rules left out)."""
     out: list[dict[str, Any]] = []
     skipped: list[str] = []
     for rule in rules:
-        promql = expr(rule, rps_quotas)
+        promql = expr(rule, quotas)
         if promql is None:
             skipped.append(rule.name)
             continue

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import math
+import time
+from collections.abc import Callable, Iterable
 from itertools import chain
 from urllib.parse import urlsplit
 
@@ -16,6 +18,7 @@ from modelplane.monitoring.alerts.notify import LogNotifier, Notifier, WebhookNo
 from modelplane.monitoring.alerts.rules import RuleBook, load_file
 from modelplane.monitoring.alerts.window import Snapshot, snapshot
 from modelplane.monitoring.metrics import Metrics
+from modelplane.monitoring.usage_store import UsageStore
 from modelplane.settings import Settings
 
 log = logging.getLogger("modelplane.alerts")
@@ -24,7 +27,8 @@ log = logging.getLogger("modelplane.alerts")
 def sampler(metrics: Metrics) -> Callable[[], Snapshot]:
     """Reads only the metrics rules use, straight from their objects (no text round trip)."""
     collectors = (metrics.requests, metrics.request_duration, metrics.queue_depth,
-                  metrics.deployment_ready, metrics.job_transitions)  # fmt: skip
+                  metrics.deployment_ready, metrics.job_transitions,
+                  metrics.tenant_stored_bytes)  # fmt: skip
 
     def sample() -> Snapshot:
         # Readiness and job gauges are read from state on demand (as for a scrape).
@@ -48,23 +52,44 @@ def all_tenants(auth: Auth) -> list[str]:
             return names
 
 
-def rps_quotas(auth: Auth) -> dict[str, float]:
-    """Every tenant's effective request-rate quota (0: none)."""
-    return {t: auth.quotas.limits(t).requests_per_second for t in all_tenants(auth)}
+def quotas_of(auth: Auth, tenants: Iterable[str]) -> Quotas:
+    """Effective request-rate and storage quotas (from the auth layer's cached book)."""
+    limits = {t: auth.quotas.limits(t) for t in tenants}
+    return Quotas(
+        requests_per_second={t: lim.requests_per_second for t, lim in limits.items()},
+        max_stored_bytes={t: lim.max_stored_bytes for t, lim in limits.items()},
+    )
+
+
+def all_quotas(auth: Auth) -> Quotas:
+    """Every tenant's quotas (for the Prometheus export)."""
+    return quotas_of(auth, all_tenants(auth))
 
 
 def quota_source(auth: Auth) -> QuotaSource:
-    def read(seen: set[str], want_stored: bool) -> Quotas:
-        tenants = seen | set(all_tenants(auth)) if want_stored else seen
-        limits = {t: auth.quotas.limits(t) for t in tenants}
-        rps = {t: lim.requests_per_second for t, lim in limits.items()}
-        if not want_stored:
-            return Quotas(requests_per_second=rps)
-        caps = {t: lim.max_stored_bytes for t, lim in limits.items() if lim.max_stored_bytes}
-        used = {t: auth.usage.stored_bytes(t) for t in caps}
-        return Quotas(requests_per_second=rps, max_stored_bytes=caps, stored_bytes=used)
+    return lambda tenants: quotas_of(auth, tenants)
 
-    return read
+
+def install_stored_bytes(metrics: Metrics, engine: Engine, every: float) -> None:
+    """Keep ``modelplane_tenant_stored_bytes`` current: two grouped queries, at most once
+    per ``every`` seconds (stored bytes change slowly; scrapes and evaluations both ask)."""
+    store = UsageStore(engine)
+    last = [-math.inf]
+    seen: set[str] = set()
+
+    def refresh() -> None:
+        now = time.monotonic()
+        if now - last[0] < every:
+            return
+        last[0] = now
+        sizes = store.stored_bytes()
+        for tenant in seen - sizes.keys():  # deleted everything: 0, not a stale value
+            metrics.tenant_stored_bytes.labels(tenant).set(0)
+        for tenant, size in sizes.items():
+            metrics.tenant_stored_bytes.labels(tenant).set(size)
+        seen.update(sizes)
+
+    metrics.refreshers.append(refresh)
 
 
 def check_urls(urls: list[str]) -> list[str]:
@@ -78,6 +103,7 @@ def check_urls(urls: list[str]) -> list[str]:
 def build(settings: Settings, engine: Engine, metrics: Metrics, auth: Auth) -> Evaluator:
     """The rule book (file + SQL) and an evaluator over this app's metrics; not started."""
     file_rules = load_file(settings.alert_rules_file) if settings.alert_rules_file else []
+    install_stored_bytes(metrics, engine, min(30.0, settings.alert_interval_seconds))
     notifiers: list[Notifier] = [LogNotifier()]
     if urls := check_urls(settings.webhook_urls()):
         notifiers.append(
