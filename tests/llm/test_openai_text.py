@@ -321,10 +321,12 @@ def test_bad_requests_are_openai_errors(oa: openai.OpenAI, http: httpx.Client) -
 
 def test_models_lists_text_deployments(oa: openai.OpenAI, http: httpx.Client) -> None:
     ids = [m.id for m in oa.models.list()]
-    assert ids == ["long", "one", "tiny"]
+    assert ids == sorted(ids) and {"long", "one", "tiny"} <= set(ids)
+    before = status(http, "tiny")["sequences_total"]
+    greedy(oa, "x", max_tokens=2, n=2)
     s = status(http, "tiny")
+    assert s["sequences_total"] == before + 2 and s["active_sequences"] == 0
     assert s["generation"]["context_length"] == 128 and s["generation"]["max_seqs"] == 8
-    assert s["sequences_total"] > 0
 
 
 def test_worker_death_ends_the_stream_with_an_error(served: LiveServer, http: httpx.Client) -> None:
@@ -343,3 +345,31 @@ def test_worker_death_ends_the_stream_with_an_error(served: LiveServer, http: ht
     assert "data: [DONE]" not in rest
     wait_ready(http, "long")
     assert status(http, "long")["restarts"] >= 1
+
+
+def test_streams_in_flight_finish_on_the_old_version_during_a_swap(
+    served: LiveServer, http: httpx.Client, gpt2_dir: Path, tmp_path: Path
+) -> None:
+    from modelplane.client import Client
+
+    r = http.put("/api/v1/models/long/aliases/prod", json={"version": 1})
+    assert r.status_code == 200, r.text
+    deploy(http, "swap", "long@prod")
+    old_pid = wait_ready(http, "swap", version=1)["workers"][0]["pid"]
+    body = {"model": "swap", "prompt": "x", "max_tokens": 6000, "temperature": 0}
+    with http.stream("POST", "/v1/completions", json={**body, "stream": True}) as stream:
+        lines = (line for line in stream.iter_lines() if line)
+        assert next(lines).startswith("data: {")
+        with Client(served.url) as c:
+            c.upload_version("long", long_model(gpt2_dir, tmp_path / "v2", 8192), "transformers")
+        r = http.put("/api/v1/models/long/aliases/prod", json={"version": 2})
+        assert r.status_code == 200, r.text
+        rest = list(lines)
+    assert rest[-1] == "data: [DONE]"
+    last = orjson.loads(rest[-2][6:])
+    assert last["choices"][0]["finish_reason"] == "length"
+    new = wait_ready(http, "swap", version=2)
+    assert new["workers"][0]["pid"] != old_pid
+    with openai.OpenAI(base_url=f"{served.url}/v1", api_key="unused", max_retries=0) as oa:
+        answer = oa.completions.create(model="swap", prompt="x", max_tokens=3, temperature=0)
+    assert answer.choices[0].finish_reason == "length"
