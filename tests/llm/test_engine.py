@@ -262,3 +262,18 @@ def test_duplicate_id_refused(gpt2: GenerationRuntime) -> None:
     engine.submit("x", {"prompt": "one"})
     with pytest.raises(InvalidInput):
         engine.submit("x", {"prompt": "one"})
+
+
+def test_a_failing_step_fails_its_sequences_and_the_engine_goes_on(
+    gpt2: GenerationRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = Engine(gpt2)
+    engine.submit("a", {"prompt": "one two", "max_tokens": 10})
+    engine.step()
+    with monkeypatch.context() as m:
+        m.setattr(engine, "model", lambda **_: (_ for _ in ()).throw(RuntimeError("boom")))
+        events = engine.step()
+    assert [(e.rid, e.kind, e.status, e.error) for e in events] == [("a", "error", 503, "boom")]
+    assert not engine.busy and engine.cache is None
+    engine.submit("b", {"prompt": "one two", "max_tokens": 3})
+    assert done(drain(engine)["b"]).completion_tokens == 3

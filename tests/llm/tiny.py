@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,7 +37,7 @@ CHAT_TEMPLATE = (
 KINDS = ("gpt2", "llama")
 
 
-def _tokenizer(chat_template: str | None) -> object:
+def _tokenizer(chat_template: str | None) -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -50,7 +51,7 @@ def _tokenizer(chat_template: str | None) -> object:
         show_progress=False,
     )
     tok.train_from_iterator(CORPUS * 20, trainer)
-    fast = PreTrainedTokenizerFast(
+    fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tok, eos_token=EOS, bos_token=EOS, unk_token=EOS, pad_token=EOS
     )
     if chat_template is not None:
@@ -58,11 +59,11 @@ def _tokenizer(chat_template: str | None) -> object:
     return fast
 
 
-def _model(kind: str, vocab: int, eos: int) -> object:
+def _model(kind: str, vocab: int, eos: int) -> Any:
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
     if kind == "gpt2":
-        config = GPT2Config(
+        gpt2 = GPT2Config(
             vocab_size=vocab,
             n_positions=128,
             n_embd=64,
@@ -71,7 +72,7 @@ def _model(kind: str, vocab: int, eos: int) -> object:
             bos_token_id=eos,
             eos_token_id=eos,
         )
-        return GPT2LMHeadModel(config)
+        return GPT2LMHeadModel(gpt2)
     config = LlamaConfig(
         vocab_size=vocab,
         hidden_size=64,
@@ -106,27 +107,27 @@ def _build(kind: str, dst: Path, steps: int, seed: int) -> Path:
 
     torch.manual_seed(seed)
     tokenizer = _tokenizer(CHAT_TEMPLATE if kind == "llama" else None)
-    eos = tokenizer.convert_tokens_to_ids(EOS)  # type: ignore[attr-defined]
-    model = _model(kind, len(tokenizer), eos)  # type: ignore[arg-type]
-    lines = [tokenizer(line)["input_ids"] + [eos] for line in CORPUS]  # type: ignore[operator]
+    eos = tokenizer.convert_tokens_to_ids(EOS)
+    model = _model(kind, len(tokenizer), eos)
+    lines = [tokenizer(line)["input_ids"] + [eos] for line in CORPUS]
     width = max(len(x) for x in lines)
     ids = torch.full((len(lines), width), eos, dtype=torch.long)
     labels = torch.full((len(lines), width), -100, dtype=torch.long)
     for i, line in enumerate(lines):
         ids[i, : len(line)] = torch.tensor(line)
         labels[i, : len(line)] = torch.tensor(line)
-    optim = torch.optim.AdamW(model.parameters(), lr=3e-3)  # type: ignore[attr-defined]
-    model.train()  # type: ignore[attr-defined]
+    optim = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
     for _ in range(steps):
-        loss = model(input_ids=ids, labels=labels).loss  # type: ignore[operator]
+        loss = model(input_ids=ids, labels=labels).loss
         optim.zero_grad()
         loss.backward()
         optim.step()
-    model.eval()  # type: ignore[attr-defined]
-    model.generation_config.pad_token_id = eos  # type: ignore[attr-defined]
+    model.eval()
+    model.generation_config.pad_token_id = eos
     dst.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(dst)  # type: ignore[attr-defined]
-    tokenizer.save_pretrained(dst)  # type: ignore[attr-defined]
+    model.save_pretrained(dst)
+    tokenizer.save_pretrained(dst)
     return dst
 
 

@@ -185,11 +185,11 @@ class Engine:
             self.waiting.popleft()
             try:
                 cache, token, entry = self._prefill(seq)
+                self._advance(seq, token, entry, events)
             except Exception as exc:  # noqa: BLE001 - this sequence fails, the others go on
                 self.ids.discard(seq.rid)
                 events.append(_error(seq.rid, exc))
                 continue
-            self._advance(seq, token, entry, events)
             if not seq.finish:
                 self._join(seq, cache)
 
@@ -292,7 +292,7 @@ class Engine:
         self.mask = self.mask[index, cut:]
 
     def _fail_all(self, events: list[Event], exc: Exception) -> None:
-        for seq in self.rows:
+        for seq in [s for s in self.rows if not s.finish]:
             seq.finish = "error"
             self.ids.discard(seq.rid)
             events.append(_error(seq.rid, exc))

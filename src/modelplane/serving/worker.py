@@ -173,7 +173,7 @@ def serve(sock: socket.socket) -> None:
                 continue
             if not session.handle(*session.read()):
                 return
-        except EOFError:
+        except (EOFError, ConnectionError):  # the gateway went away
             return
 
 
