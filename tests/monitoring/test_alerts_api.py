@@ -110,6 +110,11 @@ def test_other_client_errors(server: LiveServer) -> None:
         assert r.status_code == 422 and "path" in r.json()["error"]
         assert c.put("/alerts/rules/Missing", json={**RULE, "name": "Missing"}).status_code == 404
         assert c.get("/alerts", params={"state": "sleeping"}).status_code == 422
+        # Python's JSON reader takes NaN and Infinity: no threshold may be either.
+        for number in (b"NaN", b"Infinity"):
+            raw = b'{"name": "Q", "condition": {"kind": "queue_depth", "above": %s}}' % number
+            r = c.post("/alerts/rules", content=raw, headers={"content-type": "application/json"})
+            assert r.status_code == 422, r.text
 
 
 def test_bad_rules_file_stops_the_start(tmp_path: Path) -> None:

@@ -107,7 +107,8 @@ Hold = Annotated[str, AfterValidator(_hold)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and infinities are no thresholds (and JSON columns cannot hold them).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Latency(_Strict):
@@ -176,7 +177,9 @@ class Selector(_Strict):
 class AlertRuleSpec(_Strict):
     """A rule as written in the rules file or sent to ``POST /api/v1/alerts/rules``."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
+    model_config = ConfigDict(
+        extra="forbid", allow_inf_nan=False, populate_by_name=True, serialize_by_alias=True
+    )
     name: str = Field(description="Becomes the alert's 'alertname' (CamelCase, like HighLatency).")
     condition: Condition
     for_: Hold = Field(default="0s", alias="for", description="How long it must hold to fire.")

@@ -18,6 +18,7 @@ import random
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -28,6 +29,13 @@ log = logging.getLogger("modelplane.alerts")
 RECEIVER = "modelplane"
 ZERO_TIME = "0001-01-01T00:00:00Z"  # Alertmanager's endsAt for alerts still firing
 QUEUE_SIZE = 1000
+
+
+def safe_url(url: str) -> str:
+    """The URL without credentials or query (webhook URLs often carry a token) for logs."""
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
 
 
 def _rfc3339(t: float) -> str:
@@ -127,7 +135,9 @@ class WebhookNotifier:
                 queue.put_nowait(body)
             except asyncio.QueueFull:
                 self.failed += 1
-                log.error("alert webhook %s: %d messages queued, dropping one", url, QUEUE_SIZE)
+                log.error(
+                    "alert webhook %s: %d messages queued, dropping one", safe_url(url), QUEUE_SIZE
+                )
 
     async def _sender(self, url: str, queue: asyncio.Queue[dict[str, Any]]) -> None:
         while True:
@@ -150,15 +160,17 @@ class WebhookNotifier:
                 if resp.status_code < 500 and resp.status_code != 429:
                     break  # the receiver refuses this body: sending it again will not help
             except httpx.HTTPError as exc:
-                why = f"failed: {exc!r}"
+                why = f"failed: {type(exc).__name__}: {exc}"
             if attempt < self.attempts:
                 delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
                 delay *= random.uniform(0.9, 1.1)  # noqa: S311 (spread retries, not crypto)
-                log.info("alert webhook %s %s; retry %d in %.2f s", url, why, attempt, delay)
+                log.info(
+                    "alert webhook %s %s; retry %d in %.2f s", safe_url(url), why, attempt, delay
+                )
                 await asyncio.sleep(delay)
         self.failed += 1
         log.error("alert webhook %s %s; gave up on a %s message after %d attempt(s)",
-                  url, why, body.get("status"), attempt)  # fmt: skip
+                  safe_url(url), why, body.get("status"), attempt)  # fmt: skip
 
     async def close(self, grace: float = 5.0) -> None:
         """Let queued messages go out for up to ``grace`` seconds, then stop."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -21,8 +20,6 @@ from modelplane.monitoring.metrics import Metrics
 from modelplane.monitoring.usage_store import UsageStore
 from modelplane.settings import Settings
 
-log = logging.getLogger("modelplane.alerts")
-
 
 def sampler(metrics: Metrics) -> Callable[[], Snapshot]:
     """Reads only the metrics rules use, straight from their objects (no text round trip)."""
@@ -31,12 +28,7 @@ def sampler(metrics: Metrics) -> Callable[[], Snapshot]:
                   metrics.tenant_stored_bytes)  # fmt: skip
 
     def sample() -> Snapshot:
-        # Readiness and job gauges are read from state on demand (as for a scrape).
-        for refresh in list(metrics.refreshers):
-            try:
-                refresh()
-            except Exception:
-                log.exception("metrics refresher %r failed", refresh)
+        metrics.refresh()  # readiness, job and storage gauges are read from state, as for a scrape
         return snapshot(chain.from_iterable(c.collect() for c in collectors), SAMPLED)
 
     return sample
