@@ -137,6 +137,7 @@ def serve(
 
     import uvicorn
 
+    from modelplane.api.slow_clients import protocol_class
     from modelplane.app import create_app
 
     logging.basicConfig(
@@ -153,7 +154,8 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        http="httptools",
+        # httptools, with header and body timeouts for clients that send too slowly
+        http=protocol_class(settings.header_timeout_seconds, settings.body_timeout_seconds),
         access_log=settings.access_log,
         loop="uvloop",
         timeout_graceful_shutdown=10,
