@@ -15,6 +15,7 @@ from modelplane.cli import (
     backup,
     datasets,
     deployments,
+    generate,
     jobs,
     registry,
     serve,
@@ -37,6 +38,7 @@ app.add_typer(serve.db, name="db")
 app.command("deploy")(deployments.deploy)
 app.add_typer(jobs.jobs, name="jobs")
 app.command("worker")(jobs.worker)
+app.command("generate")(generate.generate)
 app.command("serve")(serve.serve)
 app.command("gc")(serve.gc)
 app.command("backup")(backup.backup)

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import date
 from email.message import Message
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import httpx
 from pydantic import BaseModel
@@ -24,6 +24,9 @@ from modelplane.schemas.jobs import Job
 from modelplane.schemas.registry import Alias, AliasEvent, Lineage, Model, Version
 from modelplane.schemas.serving import Deployment
 from modelplane.schemas.usage import UsageReport
+
+if TYPE_CHECKING:
+    from modelplane.client.text import Completion
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
 T = TypeVar("T", bound=BaseModel)
@@ -376,6 +379,34 @@ class Client:
                     f"deployment {name!r} not ready after {timeout:.0f} s ({dep.state})"
                 )
             time.sleep(0.1)
+
+    # -- text generation (implemented in client/text.py) ------------------------
+    def complete(
+        self, deployment: str, prompt: str, max_tokens: int | None = None, **params: Any
+    ) -> Completion:
+        """Complete ``prompt`` (OpenAI fields in ``params``: temperature, seed, stop, n, …)."""
+        from modelplane.client import text
+
+        return text.complete(self, deployment, prompt, None, max_tokens, **params)
+
+    def chat(
+        self, deployment: str, messages: list[dict[str, Any]], max_tokens: int | None = None,
+        **params: Any,
+    ) -> Completion:  # fmt: skip
+        """Answer a chat (``[{"role": "user", "content": "..."}, ...]``)."""
+        from modelplane.client import text
+
+        return text.complete(self, deployment, None, messages, max_tokens, **params)
+
+    def stream(
+        self, deployment: str, prompt: str | None = None,
+        messages: list[dict[str, Any]] | None = None, max_tokens: int | None = None,
+        **params: Any,
+    ) -> Iterator[str]:  # fmt: skip
+        """Text pieces as they are generated, for a prompt or (given ``messages``) a chat."""
+        from modelplane.client import text
+
+        return text.stream(self, deployment, prompt, messages, max_tokens, **params)
 
     # -- datasets (implemented in client/datasets.py) ---------------------------
     def upload_dataset(
