@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     encryption_keys: SecretStr | None = Field(
         default=None, description="Same as encryption_key (either name; not two different lists)."
     )
+    blob_cache_bytes: int = Field(
+        default=20 * 1024**3,
+        ge=0,
+        description="Cap on decrypted copies of encrypted blobs (cache/blobs; LRU; 0: none).",
+    )
     # -- metrics and usage (monitoring/) -------------------------------------------
     metrics: bool = Field(
         default=True, description="Request metrics and usage metering on the hot path."

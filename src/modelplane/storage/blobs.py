@@ -15,7 +15,11 @@ the upload is inspected, then are sealed at commit and deleted.
 Readers: ``open`` gives a seekable file of the plaintext (segments decrypted on
 demand, nothing written to disk); ``open_path`` gives a plaintext file path for
 libraries that need one, decrypting once into ``plain_dir`` (0700) for sealed
-blobs.
+blobs. That cache holds at most ``plain_cap`` bytes (``blob_cache_bytes``):
+after each new entry the least recently used ones go, except those handed out
+within the last ``plain_in_use_seconds`` (their reader may not have opened them
+yet; one already open keeps reading after the unlink). Recency is the file's
+mtime, refreshed on each hit, so every process sharing the cache agrees on it.
 """
 
 from __future__ import annotations
@@ -99,10 +103,14 @@ class BlobStore:
         keys: Keyring | None = None,
         plain_dir: Path | None = None,
         segment: int = SEGMENT,
+        plain_cap: int = 0,
+        plain_in_use_seconds: float = 300.0,
     ) -> None:
         self.root = root
         self.keys = keys
         self.segment = segment
+        self.plain_cap = plain_cap  # bytes of decrypted copies kept; 0: no cap
+        self.plain_in_use_seconds = plain_in_use_seconds
         self.blob_dir = root / "blobs" / "sha256"
         self.tmp_dir = root / "tmp"
         self.plain_dir = plain_dir if plain_dir is not None else root / "plain"
@@ -119,7 +127,7 @@ class BlobStore:
             )
         )
         plain = settings.data_dir.resolve() / "cache" / "blobs"
-        return cls(settings.resolved_store_path(), ring, plain)
+        return cls(settings.resolved_store_path(), ring, plain, plain_cap=settings.blob_cache_bytes)
 
     def clean_tmp(self, min_age_seconds: float = 0.0) -> int:
         """Remove leftovers of interrupted writes; call at start, before serving.
@@ -218,8 +226,11 @@ class BlobStore:
         if not p.name.endswith(SEALED_SUFFIX):
             return p
         plain = self.plain_dir / digest
-        if plain.is_file():
+        try:
+            os.utime(plain)  # a hit: most recently used now
             return plain
+        except FileNotFoundError:
+            pass
         private_dir(self.plain_dir)
         fd, name = tempfile.mkstemp(dir=self.plain_dir, prefix=".tmp-")
         try:
@@ -229,7 +240,38 @@ class BlobStore:
         except BaseException:
             Path(name).unlink(missing_ok=True)
             raise
+        self.trim_plain(keep=digest)
         return plain
+
+    def trim_plain(self, keep: str = "") -> list[str]:
+        """Evict least recently used decrypted copies until the cache fits ``plain_cap``;
+        returns the digests evicted. ``keep`` (just decrypted) and entries used within
+        ``plain_in_use_seconds`` stay, even if the cache is then still over its cap."""
+        if not self.plain_cap or not self.plain_dir.is_dir():
+            return []
+        entries: list[tuple[float, str, int]] = []
+        total = 0
+        with os.scandir(self.plain_dir) as it:
+            for entry in it:
+                if entry.name.startswith(".tmp-") or not _SHA256.fullmatch(entry.name):
+                    continue
+                try:
+                    st = entry.stat()
+                except FileNotFoundError:  # evicted by another process meanwhile
+                    continue
+                total += st.st_size
+                entries.append((st.st_mtime, entry.name, st.st_size))
+        evicted: list[str] = []
+        cutoff = time.time() - self.plain_in_use_seconds
+        for mtime, name, size in sorted(entries):
+            if total <= self.plain_cap:
+                break
+            if name == keep or mtime > cutoff:
+                continue
+            (self.plain_dir / name).unlink(missing_ok=True)
+            total -= size
+            evicted.append(name)
+        return evicted
 
     # -- writing ---------------------------------------------------------------
     def adopt(self, temp: Path, digest: str) -> None:
