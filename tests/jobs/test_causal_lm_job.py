@@ -227,8 +227,14 @@ def test_causal_lm_specs_that_cannot_run_are_refused_at_submit(job_api: httpx.Cl
         r = job_api.post("/jobs", json={**FROM_SCRATCH, **change})
         assert r.status_code == status, (change, r.text)
         assert words in r.json()["error"], (change, r.text)
-    assert job_api.get("/jobs").json()["jobs"] == []
-    # The chat dataset passes the same checks (and fine-tuning a real causal LM base does).
+    assert job_api.get("/jobs").json()["jobs"] == []  # nothing was queued
+    # Without model.max_len a fine-tuning job truncates at the base's context.
+    r = job_api.post("/jobs", json=tune)
+    assert r.status_code == 201, r.text
+    assert r.json()["spec"]["model"]["max_len"] == 32
+    job_api.post(f"/jobs/{r.json()['id']}/cancel")  # its stand-in weights would not load
+    assert wait_job(job_api, r.json()["id"], timeout=60)["state"] in ("cancelled", "failed")
+    # The chat dataset passes the same checks.
     ok = job_api.post("/jobs", json={**FROM_SCRATCH, "dataset": "chat", "hyper": {"epochs": 1},
                                      "data": {"assistant_only_loss": True}})  # fmt: skip
     assert ok.status_code == 201, ok.text

@@ -133,13 +133,25 @@ def test_assistant_only_loss_labels_the_replies_and_nothing_else() -> None:
                 {"role": "assistant", "content": "bananas."},
                 {"role": "user", "content": "and erin?"},
                 {"role": "assistant", "content": "figs."}]  # fmt: skip
-    ids, labels = encode(tok, messages, True, 512, assistant_only=True)
+    [(ids, labels)] = encode(tok, messages, True, 512, assistant_only=True)
     kept = tok.decode([t for t, lab in zip(ids, labels, strict=True) if lab != IGNORE])
     assert kept == "bananas.<|im_end|>\nfigs.<|im_end|>\n"
-    all_ids, all_labels = encode(tok, messages, True, 512, assistant_only=False)
+    [(all_ids, all_labels)] = encode(tok, messages, True, 512, assistant_only=False)
     assert all_ids == ids and all_labels == all_ids  # everything, ending <|endoftext|>
     assert tok.decode(all_ids[-1:]) == "<|endoftext|>"
-    assert encode(tok, messages, True, 8, assistant_only=True)[0] == ids[:8]  # the context
+    [(short, _)] = encode(tok, messages, True, 8, assistant_only=True)  # truncated
+    assert short == ids[:8]
+
+
+def test_a_text_longer_than_the_context_is_trained_in_pieces() -> None:
+    tok = train_bpe(texts(), 400)
+    story = " ".join(texts())
+    pieces = encode(tok, story, False, 16, assistant_only=False)
+    whole = tok(story)["input_ids"] + [tok.convert_tokens_to_ids("<|endoftext|>")]
+    assert len(pieces) == -(-len(whole) // 16) > 1
+    assert all(len(ids) == 16 for ids, _ in pieces[:-1])
+    assert [t for ids, _ in pieces for t in ids] == whole
+    assert all(ids == labels for ids, labels in pieces)
 
 
 def test_a_resumed_run_ends_where_a_straight_one_does() -> None:

@@ -58,7 +58,8 @@ def build_model(model: ModelSpec, tokenizer: Any, base: Path | None) -> Any:
     from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
 
     if base is not None:
-        lm: Any = AutoModelForCausalLM.from_pretrained(base)
+        # float32: CPU training in half precision is slow or unsupported.
+        lm: Any = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
         rows = int(lm.get_input_embeddings().weight.shape[0])
         if len(tokenizer) > rows:
             lm.resize_token_embeddings(len(tokenizer))
@@ -205,7 +206,7 @@ def train_causal_lm(
     only = data.assistant_only_loss
 
     def rows(examples: list[Any]) -> list[tuple[list[int], list[int]]]:
-        return [encode(tokenizer, ex, corpus.chat, limit, only) for ex in examples]
+        return [p for ex in examples for p in encode(tokenizer, ex, corpus.chat, limit, only)]
 
     train_rows, val_rows = rows(corpus.train), rows(corpus.val)
     pad = int(tokenizer.pad_token_id)
@@ -301,19 +302,16 @@ def train_causal_lm(
 
 def save_causal_lm(result: CausalLMResult, folder: Path) -> Path:
     """The servable Hugging Face folder: config, safetensors weights, tokenizer (with the chat
-    template in ``tokenizer_config.json``) and a greedy ``generation_config.json`` that stops at
-    the end of a text or a reply."""
-    from transformers import GenerationConfig
-
+    template in ``tokenizer_config.json``) and a ``generation_config.json`` that stops at the
+    end of a text or a reply."""
     folder.mkdir(parents=True, exist_ok=True)
     lm, tok = result.model, result.tokenizer
     stops = [tok.convert_tokens_to_ids(t) for t in (tok.eos_token, IM_END, END_OF_TEXT)]
     stops = sorted({s for s in stops if isinstance(s, int) and s != tok.unk_token_id})
     lm.config.pad_token_id = tok.pad_token_id
-    lm.generation_config = GenerationConfig(  # type: ignore[no-untyped-call]
-        bos_token_id=lm.config.bos_token_id, eos_token_id=stops[0] if len(stops) == 1 else stops,
-        pad_token_id=tok.pad_token_id, do_sample=False,
-    )  # fmt: skip
+    gen = lm.generation_config  # a base's own settings stay; where to stop is ours
+    gen.eos_token_id = stops[0] if len(stops) == 1 else stops
+    gen.pad_token_id = tok.pad_token_id
     lm.save_pretrained(folder, safe_serialization=True)
     tok.model_max_length = context_of(lm.config) or tok.model_max_length
     tok.save_pretrained(folder, save_jinja_files=False)

@@ -8,7 +8,8 @@ prompt, a conversation is rendered with the tokenizer's chat template (which
 carries its own special tokens), and every example ends with ``<|endoftext|>``
 (or the tokenizer's eos where it has no such token). With
 ``data.assistant_only_loss`` only the replies (with their end marker) are
-labelled; other positions get ``IGNORE``.
+labelled; other positions get ``IGNORE``. Texts longer than the context become
+several context-sized pieces; conversations are truncated.
 """
 
 from __future__ import annotations
@@ -69,10 +70,18 @@ def _as_text(tokenizer: Any, example: Any, chat: bool) -> tuple[str, list[tuple[
     return render_chat(tokenizer, example) if chat else (example, [])
 
 
+Piece = tuple[list[int], list[int]]  # token ids, and labels (the ids, or IGNORE)
+
+
 def encode(
     tokenizer: Any, example: Any, chat: bool, max_len: int, assistant_only: bool
-) -> tuple[list[int], list[int]]:
-    """Token ids and labels (ids, or IGNORE where no loss applies) of one example."""
+) -> list[Piece]:
+    """Token ids and labels (ids, or IGNORE where no loss applies) of one example.
+
+    A text longer than ``max_len`` tokens is cut into consecutive ``max_len`` pieces, so
+    every token is trained on; a conversation is truncated (a piece cut out of its middle
+    would lack the turns that it answers).
+    """
     text, spans = _as_text(tokenizer, example, chat)
     # Chat templates carry their own special tokens; plain text is tokenised as a prompt is.
     enc = tokenizer(text, add_special_tokens=not chat, return_offsets_mapping=assistant_only)
@@ -84,7 +93,9 @@ def encode(
             if not any(a <= start < b for a, b in spans):
                 labels[k] = IGNORE
         labels[-1] = IGNORE  # the document end follows the last reply's own end marker
-    return ids[:max_len], labels[:max_len]
+    if chat:
+        return [(ids[:max_len], labels[:max_len])]
+    return [(ids[i : i + max_len], labels[i : i + max_len]) for i in range(0, len(ids), max_len)]
 
 
 def end_id(tokenizer: Any) -> int:

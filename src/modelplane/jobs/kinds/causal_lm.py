@@ -42,6 +42,7 @@ TASK = "text-generation"
 BASE_MODEL_FIELDS = ("architecture", "max_len")
 WEIGHTS = (".safetensors", ".bin")
 MAX_CONFIG_BYTES = 1 << 20
+MAX_LEN = 4096  # ModelSpec.max_len's bound
 CONTEXT_KEYS = ("n_positions", "max_position_embeddings", "n_ctx", "max_seq_len")
 
 
@@ -63,8 +64,10 @@ def base_config(env: SubmitEnv, version: Version) -> dict[str, Any]:
     with env.registry.blobs.open(a.sha256) as fh:
         if a.packaging == "zip":
             with zipfile.ZipFile(fh) as zf:
-                info = next(i for i in zf.infolist() if normalize_member(i.filename) == found[0])
-                raw = zf.read(info)
+                for info in zf.infolist():
+                    if not info.is_dir() and normalize_member(info.filename) == found[0]:
+                        raw = zf.read(info)
+                        break
         else:
             with tarfile.open(fileobj=fh, mode="r:*") as tf:
                 for member in tf:
@@ -97,7 +100,10 @@ def _check_base(spec: Any, env: SubmitEnv) -> None:
         have = config.get("architectures") or config.get("model_type") or "no architectures"
         raise InvalidInput(f"{where} is not a causal language model (config.json: {have})")
     context = next((config[k] for k in CONTEXT_KEYS if isinstance(config.get(k), int)), None)
-    if "max_len" in spec.model.model_fields_set and context and spec.model.max_len > context:
+    if "max_len" not in spec.model.model_fields_set:
+        # Unset, the truncation length is the base's context; the stored spec says what ran.
+        spec.model.max_len = min(context or MAX_LEN, MAX_LEN)
+    elif context and spec.model.max_len > context:
         raise InvalidInput(f"model.max_len: {where} has a context of {context} tokens")
 
 
