@@ -189,6 +189,18 @@ def test_max_steps_and_max_runtime_end_a_run() -> None:
     assert quick.stop_reason == "max_runtime" and quick.epochs_run < 10_000
 
 
+def test_chats_read_from_parquet_are_the_chats_read_from_jsonl(tmp_path: Path) -> None:
+    from modelplane.datasets.loader import load_dataset
+
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps(c) + "\n" for c in chats()))
+    pd.DataFrame(chats()).to_parquet(tmp_path / "c.parquet")
+    hyper, data = Hyper(), DataSpec()
+    a = read_corpus(data, hyper, load_dataset(tmp_path / "c.jsonl", "jsonl"))
+    b = read_corpus(data, hyper, load_dataset(tmp_path / "c.parquet", "parquet"))
+    assert a.chat and b.chat and (a.train, a.val) == (b.train, b.val)
+    assert a.train[0][1]["role"] == "assistant"
+
+
 def test_rows_that_are_not_texts_or_chats_are_refused() -> None:
     hyper, data = Hyper(), DataSpec()
     cases: list[tuple[pd.DataFrame, DataSpec, str]] = [

@@ -52,7 +52,8 @@ def read_corpus(data: DataSpec, hyper: Hyper, table: Any) -> Corpus:
     rows: list[Any] = []
     for i, v in enumerate(values):
         if chat:
-            rows.append(check_messages(v, i))
+            # Parquet lists arrive as numpy arrays of dicts; JSONL ones as lists.
+            rows.append(check_messages(v.tolist() if isinstance(v, np.ndarray) else v, i))
         elif isinstance(v, str) and v:
             rows.append(v)
         else:
