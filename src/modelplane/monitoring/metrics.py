@@ -26,7 +26,7 @@ process metrics and whatever was set outside the hot path).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import (
@@ -36,9 +36,11 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
 
 log = logging.getLogger("modelplane.metrics")
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -66,6 +68,26 @@ class DeploymentMetrics:
     ready: Gauge
     restarts: Counter
     enabled: bool
+
+
+class _ByteCounters(Collector):
+    """Request and response body bytes per tenant and deployment, read at collect time."""
+
+    def __init__(self, totals: dict[tuple[str, str], list[int]]) -> None:
+        self.totals = totals
+
+    def collect(self) -> Iterator[Metric]:
+        received = CounterMetricFamily(
+            "modelplane_request_bytes", "Inference request body bytes received.", labels=_DEP
+        )
+        sent = CounterMetricFamily(
+            "modelplane_response_bytes", "Inference response body bytes sent.", labels=_DEP
+        )
+        for (tenant, deployment), (bytes_in, bytes_out) in self.totals.copy().items():
+            received.add_metric([tenant, deployment], bytes_in)
+            sent.add_metric([tenant, deployment], bytes_out)
+        yield received
+        yield sent
 
 
 @dataclass(slots=True)
@@ -102,13 +124,11 @@ class Metrics:
             "Requests to every non-inference route, by route template.",
             ("method", "route", "status"), registry=r,
         )  # fmt: skip
-        self.request_bytes = Counter(
-            "modelplane_request_bytes", "Inference request body bytes received.", _DEP,
-            registry=r,
-        )  # fmt: skip
-        self.response_bytes = Counter(
-            "modelplane_response_bytes", "Inference response body bytes sent.", _DEP, registry=r
-        )
+        # modelplane_request_bytes_total / modelplane_response_bytes_total: plain ints on the
+        # hot path (two locked counter increments per request cost more than the rest of
+        # the byte counting), turned into counters when scraped.
+        self._bytes: dict[tuple[str, str], list[int]] = {}
+        r.register(_ByteCounters(self._bytes))
         # -- batching and the model ----------------------------------------------
         self.queue_depth = Gauge(
             "modelplane_queue_depth", "Requests waiting in the batcher.", _DEP, registry=r
@@ -180,7 +200,6 @@ class Metrics:
         self._deployments: dict[tuple[str, str], DeploymentMetrics] = {}
         self._inference_children: dict[tuple[str, str, str], Histogram] = {}
         self._management_children: dict[tuple[str, str, str], Counter] = {}
-        self._byte_children: dict[tuple[str, str], tuple[Counter, Counter]] = {}
         # Called (blocking, off the event loop) before each render: gauges read from state.
         self.refreshers: list[Callable[[], None]] = []
 
@@ -250,13 +269,11 @@ class Metrics:
         return child
 
     def observe_bytes(self, tenant: str, deployment: str, bytes_in: int, bytes_out: int) -> None:
-        key = (tenant, deployment)
-        children = self._byte_children.get(key)
-        if children is None:
-            children = (self.request_bytes.labels(*key), self.response_bytes.labels(*key))
-            self._byte_children[key] = children
-        children[0].inc(bytes_in)
-        children[1].inc(bytes_out)
+        totals = self._bytes.get((tenant, deployment))
+        if totals is None:
+            totals = self._bytes[(tenant, deployment)] = [0, 0]
+        totals[0] += bytes_in  # the event loop is the only writer
+        totals[1] += bytes_out
 
     def registry_op(self, operation: str, status: int) -> None:
         if self.enabled:
