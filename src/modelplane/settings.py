@@ -109,7 +109,7 @@ class Settings(BaseSettings):
         default=3600.0, ge=0, description="How long resolved alerts stay listed."
     )
     alert_max_samples: int = Field(
-        default=1000, ge=2, description="Metric snapshots kept for windowed rules."
+        default=240, ge=2, description="Metric snapshots kept for windowed rules."
     )
     external_url: str = Field(
         default="", description="How users reach this server (links in alerts); default host:port."

@@ -19,7 +19,7 @@ from modelplane.monitoring.alerts.rules import load_file, parse_rules
 from modelplane.monitoring.alerts.state import Tracker
 from modelplane.monitoring.alerts.window import History, histogram_quantile
 from modelplane.monitoring.alerts.wiring import sampler
-from modelplane.monitoring.metrics import Metrics
+from modelplane.monitoring.metrics import LATENCY_BUCKETS, Metrics
 from modelplane.schemas.alerts import AlertRuleSpec, duration_seconds
 from tests.monitoring.receiver import receiver
 
@@ -349,3 +349,25 @@ def test_job_failed_counts_failures_in_the_window() -> None:
     step(ev, 70)  # the failure is still inside the minute
     step(ev, 90)  # now it is not
     assert [b["status"] for b in rec.bodies] == ["firing", "resolved"]
+
+
+def test_snapshots_keep_only_the_labels_rules_read() -> None:
+    """Versions, statuses and protocols are summed away before a snapshot is kept."""
+    metrics = Metrics(process=False)
+    for version in ("1", "2", "3"):
+        for status in (200, 404, 500, 503):
+            for protocol in ("oip", "tfserving"):
+                metrics.observe_request(protocol, "acme", "d", version, status, 0.01)
+    metrics.observe_request("management", "acme", "", "", 200, 0.01)
+    snap = sampler(metrics)()
+    requests = {tuple(v for _, v in k): n for k, n in snap["modelplane_requests_total"].items()}
+    assert requests == {
+        ("d", "inference", "other", "acme"): 12,
+        ("d", "inference", "5xx", "acme"): 12,
+        ("", "management", "other", "acme"): 1,
+    }
+    buckets = snap["modelplane_request_duration_seconds_bucket"]
+    assert len(buckets) == len(LATENCY_BUCKETS) + 1  # one deployment, model traffic only
+    assert max(buckets.values()) == 24
+    again = sampler(metrics)()
+    assert again == snap

@@ -10,7 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from modelplane.monitoring.alerts.window import History, Labels, Series, group, quantiles
+from modelplane.monitoring.alerts.window import (
+    History,
+    Labels,
+    Series,
+    Snapshot,
+    group,
+    quantiles,
+)
 from modelplane.schemas.alerts import (
     AlertRuleSpec,
     ErrorRatio,
@@ -31,6 +38,7 @@ JOB_TRANSITIONS = "modelplane_job_transitions_total"
 STORED_BYTES = "modelplane_tenant_stored_bytes"
 SAMPLED = frozenset({REQUESTS, DURATION_BUCKETS, QUEUE_DEPTH, READY, JOB_TRANSITIONS, STORED_BYTES})
 MANAGEMENT = "management"  # management API calls are not model traffic
+INFERENCE, ERRORS, OTHER = "inference", "5xx", "other"  # label values after ``compact``
 BY_DEPLOYMENT = ("tenant", "deployment")
 BY_TENANT = ("tenant",)
 
@@ -66,7 +74,37 @@ def latency(c: Latency, sel: Selector, h: History) -> Series:
 
 def _is_5xx(labels: Mapping[str, str]) -> bool:
     status = labels.get("status", "")
-    return len(status) == 3 and status.startswith("5")  # PromQL: status=~"5.."
+    return status == ERRORS or (len(status) == 3 and status.startswith("5"))  # =~"5.."
+
+
+def compact(snap: Snapshot) -> Snapshot:
+    """Drop the labels no condition reads, summing what they split, before a snapshot is kept.
+
+    Requests keep tenant, deployment, whether they are management calls and whether they
+    failed (5xx); latency buckets keep tenant, deployment and ``le`` of model traffic only.
+    Versions, statuses and protocols multiply series; the history holds many snapshots.
+    """
+    out = dict(snap)
+    requests: Series = {}
+    for labels, value in snap.get(REQUESTS, {}).items():
+        d = dict(labels)
+        key: Labels = (
+            ("deployment", d.get("deployment", "")),
+            ("protocol", MANAGEMENT if d.get("protocol") == MANAGEMENT else INFERENCE),
+            ("status", ERRORS if _is_5xx(d) else OTHER),
+            ("tenant", d.get("tenant", "")),
+        )
+        requests[key] = requests.get(key, 0.0) + value
+    buckets: Series = {}
+    for labels, value in snap.get(DURATION_BUCKETS, {}).items():
+        d = dict(labels)
+        if d.get("protocol") == MANAGEMENT:
+            continue
+        key = (("deployment", d.get("deployment", "")), ("le", d.get("le", "+Inf")),
+               ("tenant", d.get("tenant", "")))  # fmt: skip
+        buckets[key] = buckets.get(key, 0.0) + value
+    out[REQUESTS], out[DURATION_BUCKETS] = requests, buckets
+    return out
 
 
 def error_ratio(c: ErrorRatio, sel: Selector, h: History) -> Series:

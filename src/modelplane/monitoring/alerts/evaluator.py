@@ -59,7 +59,7 @@ class Evaluator:
         quotas: QuotaSource | None = None,
         external_url: str = "",
         resolved_retention: float = 3600.0,
-        max_samples: int = 1000,
+        max_samples: int = 240,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.rules, self.sample, self.notifiers = rules, sample, list(notifiers)

@@ -49,7 +49,7 @@ class History:
     the current value), so memory stays bounded whatever the rules ask.
     """
 
-    def __init__(self, start: float, max_samples: int = 1000) -> None:
+    def __init__(self, start: float, max_samples: int = 240) -> None:
         self.max_samples = max(2, max_samples)
         self._times: deque[float] = deque([start])
         self._snaps: deque[Snapshot] = deque([{}])

@@ -11,14 +11,16 @@ from urllib.parse import urlsplit
 from sqlalchemy import Engine
 
 from modelplane.auth import Auth
-from modelplane.monitoring.alerts.conditions import SAMPLED, Quotas
+from modelplane.monitoring.alerts.conditions import SAMPLED, Quotas, compact
 from modelplane.monitoring.alerts.evaluator import Evaluator, QuotaSource
 from modelplane.monitoring.alerts.notify import LogNotifier, Notifier, WebhookNotifier
 from modelplane.monitoring.alerts.rules import RuleBook, load_file
-from modelplane.monitoring.alerts.window import Snapshot, snapshot
+from modelplane.monitoring.alerts.window import Labels, Snapshot, snapshot
 from modelplane.monitoring.metrics import Metrics
 from modelplane.monitoring.usage_store import UsageStore
 from modelplane.settings import Settings
+
+MAX_INTERNED = 200_000
 
 
 def sampler(metrics: Metrics) -> Callable[[], Snapshot]:
@@ -27,9 +29,18 @@ def sampler(metrics: Metrics) -> Callable[[], Snapshot]:
                   metrics.deployment_ready, metrics.job_transitions,
                   metrics.tenant_stored_bytes)  # fmt: skip
 
+    # Snapshots share their label tuples: the history holds many copies of the same series.
+    interned: dict[Labels, Labels] = {}
+
     def sample() -> Snapshot:
         metrics.refresh()  # readiness, job and storage gauges are read from state, as for a scrape
-        return snapshot(chain.from_iterable(c.collect() for c in collectors), SAMPLED)
+        snap = compact(snapshot(chain.from_iterable(c.collect() for c in collectors), SAMPLED))
+        if len(interned) > MAX_INTERNED:
+            interned.clear()
+        return {
+            name: {interned.setdefault(k, k): v for k, v in series.items()}
+            for name, series in snap.items()
+        }
 
     return sample
 
