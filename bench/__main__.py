@@ -11,7 +11,7 @@ import importlib
 import sys
 import time
 
-BENCHES = ["registry", "ipc", "serving", "training"]
+BENCHES = ["registry", "ipc", "serving", "training", "llm"]
 
 
 def main(argv: list[str] | None = None) -> int:
