@@ -16,6 +16,9 @@ class Receiver:
 
     def __init__(self, statuses: list[int] | None = None) -> None:
         self.statuses = list(statuses or [])
+        self.release = threading.Event()  # cleared: every POST waits until it is set
+        self.release.set()
+        self.waiting = threading.Event()  # set once a POST is held
         self.bodies: list[dict[str, Any]] = []  # every POST, whatever was answered
         self.accepted: list[dict[str, Any]] = []  # POSTs answered 2xx
         self.lock = threading.Lock()
@@ -25,6 +28,9 @@ class Receiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", "0"))
                 body = json.loads(self.rfile.read(length))
+                if not receiver.release.is_set():
+                    receiver.waiting.set()
+                    receiver.release.wait(60)
                 with receiver.lock:
                     status = receiver.statuses.pop(0) if receiver.statuses else 200
                     receiver.bodies.append(body)
@@ -61,5 +67,6 @@ def receiver(statuses: list[int] | None = None) -> Iterator[Receiver]:
     try:
         yield r
     finally:
+        r.release.set()
         r.server.shutdown()
         r.server.server_close()

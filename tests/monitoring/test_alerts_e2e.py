@@ -176,3 +176,35 @@ def test_storage_quota_alert(
             assert 'modelplane_tenant_stored_bytes{tenant="default"}' in metrics
             assert api.delete("/models/double").status_code == 204
             hook.wait_for(lambda got: statuses(got, "NearStorage") == ["firing", "resolved"])
+
+
+def test_a_stuck_receiver_holds_up_neither_serving_nor_evaluation(
+    tmp_path: Path, start_server: Callable[[Settings], LiveServer]
+) -> None:
+    with receiver() as hook:
+        hook.release.clear()  # the receiver takes the webhook and does not answer
+        server = start_server(settings_for(tmp_path, hook))
+        with httpx.Client(base_url=f"{server.url}/api/v1", timeout=60) as api:
+            publish_double(api)
+            deploy(api, "dep", "double@production")
+            rule = {"name": "Deep", "condition": {"kind": "latency", "above_ms": 0.001}}
+            assert api.post("/alerts/rules", json=rule).status_code == 201
+            infer = f"{server.url}/v2/models/dep/infer"
+            assert httpx.post(infer, json=OIP_BODY, timeout=30).status_code == 200  # fires
+            assert hook.waiting.wait(30)  # the firing webhook is in flight, unanswered
+            first = api.get("/alerts").json()["evaluated_at"]
+            assert httpx.post(infer, json=OIP_BODY, timeout=30).status_code == 200
+            assert _wait(lambda: api.get("/alerts").json()["evaluated_at"] != first)
+            assert api.get("/alerts").json()["alerts"][0]["state"] == "firing"
+            assert hook.accepted == []
+            hook.release.set()
+            hook.wait_for(lambda got: statuses(got, "Deep") == ["firing"])
+
+
+def _wait(check: Callable[[], bool], timeout: float = 20) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return check()
