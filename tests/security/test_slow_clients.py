@@ -4,6 +4,7 @@ everyone else meanwhile. Raw sockets on 127.0.0.1; every wait is bounded."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -163,3 +164,17 @@ def test_many_slow_clients_do_not_stop_the_server(
     for s in slow:
         assert "headers not received" in timeout_error(read_until_closed(s))
     assert healthy(srv)
+
+
+def test_oversized_headers_get_431(
+    srv: ServerProcess, connect: Callable[[], socket.socket]
+) -> None:
+    s = connect()
+    filler = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"v" * 1000) for i in range(100))  # ~100 KiB
+    with contextlib.suppress(OSError):  # closed while still sending: the answer is waiting
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + filler + b"\r\n")
+    head = read_until_closed(s)
+    assert head.startswith(b"HTTP/1.1 431"), head[:200]
+    assert b"exceed" in head and head.count(b"HTTP/1.1") == 1
+    with httpx.Client(base_url=srv.url, timeout=5) as c:  # ordinary headers are fine
+        assert c.get("/healthz", headers={"X-Big": "v" * 8000}).status_code == 200

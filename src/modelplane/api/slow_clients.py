@@ -16,6 +16,10 @@ memory while costing the attacker nothing.
   causes (reading paused because the app is busy, or a client waiting for
   ``100 Continue``) does not count.
 
+- header size: the request line and headers together hold at most
+  ``MAX_HEADER_BYTES`` (httptools itself sets no bound, so within the header
+  timeout a fast client could send gigabytes of them): 431, then close.
+
 ``protocol_class(header_timeout, body_timeout)`` is passed as ``http=`` to
 uvicorn (``modelplane serve``).
 """
@@ -27,14 +31,21 @@ import asyncio
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+MAX_HEADER_BYTES = 64 * 1024
+LINGER_SECONDS = 1.0
 
-def _timeout_response(message: str) -> bytes:
+
+def _final_response(status: bytes, message: str) -> bytes:
     body = orjson.dumps({"error": message})
     head = (
-        b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-        b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+        b"HTTP/1.1 %s\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\nconnection: close\r\n\r\n" % (status, len(body))
     )
     return head + body
+
+
+def _timeout_response(message: str) -> bytes:
+    return _final_response(b"408 Request Timeout", message)
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -44,6 +55,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     _header_timer: asyncio.TimerHandle | None = None
     _body_timer: asyncio.TimerHandle | None = None
     _request_begun = False
+    _header_bytes = 0
+    _refused = False  # answered 431: the rest of what this client sends is ignored
 
     # -- headers -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -53,11 +66,37 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._request_begun = True
+        self._header_bytes = 0
         if self._header_timer is None:  # the next request on a kept-alive connection
             self._arm_header_timer()
 
+    def on_url(self, url: bytes) -> None:
+        self._count_header_bytes(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_header_bytes(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def _count_header_bytes(self, n: int) -> None:
+        self._header_bytes += n
+        if self._header_bytes > MAX_HEADER_BYTES and not self._refused:
+            self._refused = True
+            self._cancel_header_timer()
+            message = f"request line and headers exceed {MAX_HEADER_BYTES} bytes"
+            self.transport.write(_final_response(b"431 Request Header Fields Too Large", message))
+            # A lingering close: what the client is still sending is read and dropped for a
+            # moment, so the close is a FIN it can read the answer before, not a reset.
+            self.loop.call_later(LINGER_SECONDS, self.transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._refused:
+            super().data_received(data)
+
     def on_headers_complete(self) -> None:
         self._cancel_header_timer()
+        if self._refused:  # the parser goes on with the bytes it was fed: start no request
+            return
         self._request_begun = False
         super().on_headers_complete()
         cycle = self.cycle
@@ -84,13 +123,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     # -- body --------------------------------------------------------------------
     def on_body(self, body: bytes) -> None:
+        if self._refused:
+            return
         super().on_body(body)
         if self._body_timer is not None:
             self._arm_body_timer()
 
     def on_message_complete(self) -> None:
         self._cancel_body_timer()
-        super().on_message_complete()
+        if not self._refused:
+            super().on_message_complete()
 
     def _arm_body_timer(self) -> None:
         self._cancel_body_timer()
