@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,3 +78,27 @@ def test_cli_generate(served: LiveServer) -> None:
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, [*base, "generate", "nope", "x"])
     assert r.exit_code != 0
+
+
+def test_cli_shows_and_changes_generation_limits(served: LiveServer) -> None:
+    runner = CliRunner()
+    base = ["--url", served.url]
+    r = runner.invoke(app, [*base, "deployments", "show", "tiny"])
+    assert r.exit_code == 0, r.output
+    assert "context 128 tokens" in r.stdout and "waiting" in r.stdout
+    r = runner.invoke(
+        app, [*base, "--json", "deployments", "update", "tiny", "--max-cached-tokens", "4096"]
+    )
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["max_cached_tokens"] == 4096
+    with httpx.Client(base_url=served.url, timeout=60) as http:  # the engine reloads with it
+        deadline = 120.0
+        while True:
+            s = wait_ready(http, "tiny")
+            if (s["generation"] or {}).get("max_cached_tokens") == 4096:
+                break
+            deadline -= 0.1
+            assert deadline > 0, s
+            time.sleep(0.1)
+    with Client(served.url) as c:
+        assert c.complete("tiny", "the cat sat", max_tokens=40, temperature=0).text == LINE

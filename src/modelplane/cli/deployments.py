@@ -20,6 +20,9 @@ Queue = Annotated[int | None, typer.Option(help="Requests that may wait; more ge
 Timeout = Annotated[int | None, typer.Option(help="Default deadline per request (ms).")]
 Instances = Annotated[int | None, typer.Option(help="Worker processes.")]
 Threads = Annotated[int | None, typer.Option(help="Runtime threads per worker.")]
+CachedTokens = Annotated[
+    int | None, typer.Option(help="Text generation: KV-cache tokens per instance.")
+]
 
 
 def _config(**values: Any) -> dict[str, Any]:
@@ -41,8 +44,21 @@ def show(ctx: typer.Context, d: Deployment) -> None:
             ("instances", f"{d.instances} ({sum(w.alive for w in d.workers)} alive)"),
             ("restarts", d.restarts),
             ("batches / requests", f"{d.batches} / {d.batched_items}"),
+            *_generation(d),
         ],
     )
+
+
+def _generation(d: Deployment) -> list[tuple[str, object]]:
+    if d.generation is None:
+        return []
+    g = d.generation
+    return [
+        ("text generation", f"context {g.get('context_length')} tokens, "
+         f"{g.get('max_seqs')} sequences, {g.get('max_cached_tokens')} cached tokens"),
+        ("sequences", f"{d.active_sequences} running, {d.queued_sequences} waiting, "
+         f"{d.sequences_total} served"),
+    ]  # fmt: skip
 
 
 def deploy(
@@ -55,6 +71,7 @@ def deploy(
     timeout_ms: Timeout = None,
     instances: Instances = None,
     threads: Threads = None,
+    max_cached_tokens: CachedTokens = None,
     wait: Annotated[bool, typer.Option(help="Wait until it serves.")] = True,
 ) -> None:
     """Serve a model version as deployment NAME (follows an alias when given one)."""
@@ -65,6 +82,7 @@ def deploy(
         **_config(
             max_batch_size=max_batch_size, max_batch_delay_ms=max_batch_delay_ms,
             max_queue=max_queue, timeout_ms=timeout_ms, instances=instances, threads=threads,
+            max_cached_tokens=max_cached_tokens,
         ),
     )  # fmt: skip
     if wait:
@@ -99,6 +117,7 @@ def deployments_update(
     timeout_ms: Timeout = None,
     instances: Instances = None,
     threads: Threads = None,
+    max_cached_tokens: CachedTokens = None,
 ) -> None:
     """Change batching live, or swap model/instances with no downtime."""
     d = client(ctx).update_deployment(
@@ -106,6 +125,7 @@ def deployments_update(
         **_config(
             model=model, max_batch_size=max_batch_size, max_batch_delay_ms=max_batch_delay_ms,
             max_queue=max_queue, timeout_ms=timeout_ms, instances=instances, threads=threads,
+            max_cached_tokens=max_cached_tokens,
         ),
     )  # fmt: skip
     show(ctx, d)
