@@ -277,3 +277,29 @@ def test_a_failing_step_fails_its_sequences_and_the_engine_goes_on(
     assert not engine.busy and engine.cache is None
     engine.submit("b", {"prompt": "one two", "max_tokens": 3})
     assert done(drain(engine)["b"]).completion_tokens == 3
+
+
+def test_long_sequences_outgrow_the_cache_room_and_stay_exact(untrained: GenerationRuntime) -> None:
+    # 100 tokens each: the batch's KV buffers run out of headroom and are regrown several times.
+    engine = Engine(untrained)
+    engine.submit("a", {"prompt": "the cat", "max_tokens": 100})
+    early = [e for _ in range(5) for e in engine.step()]
+    engine.submit("b", {"prompt": "one two three four five", "max_tokens": 100})
+    events = drain(engine)
+    events["a"] = early + events["a"]
+    for rid, prompt in (("a", "the cat"), ("b", "one two three four five")):
+        got = tokens(events[rid])
+        assert len(got) > 64  # past the first regrowth (prompt + 32 columns of room)
+        assert got == reference(untrained, prompt, 100)
+
+
+def test_growing_layer_equals_concatenation() -> None:
+    from modelplane.serving.kvcache import GrowingLayer
+
+    layer = GrowingLayer()
+    parts = [torch.randn(2, 3, n, 4) for n in (5, 1, 1, 40, 1)]
+    for part in parts:
+        keys, values = layer.update(part, -part)
+    expected = torch.cat(parts, dim=-2)
+    assert torch.equal(keys, expected) and torch.equal(values, -expected)
+    assert layer.get_seq_length() == 48

@@ -11,11 +11,12 @@ One ``step()``:
    what ``generate()`` gives) and its KV cache joins the batch's;
 3. runs one batched forward over the last token of every running sequence.
 
-The batch shares one ``DynamicCache``, left-padded (TGI-v1 style): each row's
-tokens end at the last column; an attention mask hides the padding and each
-row has its own position ids. A joining sequence's cache is padded to the
-batch's length (or the batch to its) and concatenated; rows that leave are
-filtered out, and columns no remaining row needs are trimmed away.
+The batch shares one ``DynamicCache`` (of ``kvcache.GrowingLayer``),
+left-padded (TGI-v1 style): each row's tokens end at the last column; an
+attention mask hides the padding and each row has its own position ids. A
+joining sequence's cache is padded to the batch's length (or the batch to its)
+and concatenated; rows that leave are filtered out, and columns no remaining
+row needs are trimmed away.
 
 Why not transformers' own ``ContinuousBatchingManager``: it runs in a
 background thread with one global seed (a seed cannot reproduce a text
@@ -36,6 +37,7 @@ import torch.nn.functional as F
 from modelplane.errors import InvalidInput, ModelplaneError, Unavailable
 from modelplane.runtimes.generation import GenerationRuntime, SamplingParams, sampling_params
 from modelplane.runtimes.sampling import Decoding, Logprob, TextStream, choose
+from modelplane.serving.kvcache import GrowingLayer, adopt
 
 DEFAULT_MAX_SEQS = 8
 DEFAULT_MAX_WAITING = 64
@@ -198,6 +200,7 @@ class Engine:
         from transformers import DynamicCache
 
         cache = DynamicCache()
+        cache.layer_class_to_replicate = GrowingLayer
         out = self.model(
             input_ids=torch.tensor([seq.prompt]),
             use_cache=True,
@@ -218,8 +221,11 @@ class Engine:
         width, length = self.mask.shape[1], seq.cached
         grow, pad = max(0, length - width), max(0, width - length)
         for mine, theirs in zip(self.cache.layers, cache.layers, strict=True):
-            mine.keys = torch.cat([_pad(mine.keys, grow), _pad(theirs.keys, pad)])
-            mine.values = torch.cat([_pad(mine.values, grow), _pad(theirs.values, pad)])
+            adopt(
+                mine,
+                torch.cat([_pad(mine.keys, grow), _pad(theirs.keys, pad)]),
+                torch.cat([_pad(mine.values, grow), _pad(theirs.values, pad)]),
+            )
         self.mask = torch.cat([F.pad(self.mask, (grow, 0)), F.pad(ones, (pad, 0))])
 
     @torch.inference_mode()
@@ -287,8 +293,7 @@ class Engine:
         index = torch.tensor(keep)
         cut = self.mask.shape[1] - max(s.cached for s in self.rows)
         for layer in self.cache.layers:
-            layer.keys = layer.keys[index, :, cut:]
-            layer.values = layer.values[index, :, cut:]
+            adopt(layer, layer.keys[index, :, cut:], layer.values[index, :, cut:])
         self.mask = self.mask[index, cut:]
 
     def _fail_all(self, events: list[Event], exc: Exception) -> None:
