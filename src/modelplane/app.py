@@ -142,7 +142,7 @@ def create_app(settings: Settings | None = None) -> Gate:
         oip.fast_routes(dataplane),
         tfserving.fast_routes(dataplane),
         openai.fast_routes(dataplane),
-        openai_text.fast_routes(dataplane, meter),
+        openai_text.fast_routes(dataplane, meter, metrics),
     ]
     instrument = Instrument(metrics, meter) if settings.metrics else None
     # Body size and JSON depth caps on every FastAPI route; the fast path checks its own.

@@ -373,3 +373,28 @@ def test_streams_in_flight_finish_on_the_old_version_during_a_swap(
     with openai.OpenAI(base_url=f"{served.url}/v1", api_key="unused", max_retries=0) as oa:
         answer = oa.completions.create(model="swap", prompt="x", max_tokens=3, temperature=0)
     assert answer.choices[0].finish_reason == "length"
+
+
+def _metric(http: httpx.Client, name: str, deployment: str) -> float:
+    for line in http.get("/metrics").text.splitlines():
+        if line.startswith(name + "{") and f'deployment="{deployment}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_token_metrics_and_sequences_gauge(oa: openai.OpenAI, http: httpx.Client) -> None:
+    made = _metric(http, "modelplane_generated_tokens_total", "tiny")
+    read = _metric(http, "modelplane_prompt_tokens_total", "tiny")
+    ttft = _metric(http, "modelplane_time_to_first_token_seconds_count", "tiny")
+    r = greedy(oa, "red green", max_tokens=6)
+    list(greedy(oa, "red green", max_tokens=6, stream=True))
+    assert r.usage is not None
+    assert _metric(http, "modelplane_generated_tokens_total", "tiny") == made + 2 * 6
+    assert (
+        _metric(http, "modelplane_prompt_tokens_total", "tiny") == read + 2 * r.usage.prompt_tokens
+    )
+    assert _metric(http, "modelplane_time_to_first_token_seconds_count", "tiny") == ttft + 2
+    assert (
+        'modelplane_active_sequences{deployment="tiny",tenant="default"} 0.0'
+        in http.get("/metrics").text
+    )

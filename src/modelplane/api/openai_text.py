@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from typing import Annotated, Any
 
 import orjson
@@ -38,7 +38,9 @@ from modelplane.api.openai_text_codec import (
     sse,
     usage,
 )
+from modelplane.api.openai_text_metrics import Observation, TextMetrics
 from modelplane.errors import BadRequest, ModelplaneError, NotFound
+from modelplane.monitoring.metrics import Metrics
 from modelplane.monitoring.usage import UsageMeter
 from modelplane.serving.dataplane import DataPlane
 from modelplane.serving.streams import Frame, TextStream
@@ -52,37 +54,33 @@ SSE_HEADERS = [
 ]
 
 
-Meter = Callable[[int, int], None]  # (prompt tokens, completion tokens) of one request
+NO_METRICS = TextMetrics()
 
 
 async def generate(
-    dp: DataPlane, tenant_id: str, kind: Kind, body: bytes, usage: UsageMeter | None = None
+    dp: DataPlane, tenant_id: str, kind: Kind, body: bytes, observe: TextMetrics = NO_METRICS
 ) -> Result | Streamed:
     """One completions or chat call. Never raises ModelplaneError.
 
-    Token use is metered per tenant and deployment (``usage.record_tokens``); a stream
-    the client leaves early is metered with the tokens made until then.
+    Token use is metered per tenant and deployment (usage and metrics); a stream the
+    client leaves early is metered with the tokens made until then.
     """
     param = "messages" if kind == "chat" else "prompt"
     try:
         req = parse(kind, body)
+        obs = observe.start(tenant_id, req.model)
         streams = await _open(dp, tenant_id, req, param)
     except ModelplaneError as exc:
         return error_result(exc)
-
-    def meter(prompt: int, completion: int) -> None:
-        if usage is not None and usage.enabled:
-            usage.record_tokens(tenant_id, req.model, prompt, completion)
-
     if req.stream:
-        return Streamed(200, SSE_HEADERS, _Chunks(_sse(req, streams, meter), streams))
+        return Streamed(200, SSE_HEADERS, _Chunks(_sse(req, streams, obs), streams))
     try:
-        doc = await _answer(req, streams)
+        doc = await _answer(req, streams, obs)
     except ModelplaneError as exc:
         return error_result(_translated(exc, param))
     finally:
         await _close(streams)
-    meter(doc["usage"]["prompt_tokens"], doc["usage"]["completion_tokens"])
+    obs.finished(doc["usage"]["prompt_tokens"], doc["usage"]["completion_tokens"])
     return 200, JSON, orjson.dumps(doc)
 
 
@@ -167,12 +165,14 @@ def _usage(req: TextRequest, streams: list[TextStream], completion: int) -> dict
     return usage(sum(prompt.values()), completion)
 
 
-async def _answer(req: TextRequest, streams: list[TextStream]) -> dict[str, Any]:
+async def _answer(req: TextRequest, streams: list[TextStream], obs: Observation) -> dict[str, Any]:
     texts: list[list[str]] = [[] for _ in streams]
     logprobs: list[list[dict[str, Any]]] = [[] for _ in streams]
     reasons: list[str | None] = [None] * len(streams)
     completion = 0
     async for i, frame in _events(streams):
+        if frame.get("tokens"):
+            obs.first_token()
         texts[i].append(str(frame.get("text") or ""))
         logprobs[i].extend(frame.get("logprobs") or [])
         if frame.get("event") == "done":
@@ -195,7 +195,9 @@ async def _answer(req: TextRequest, streams: list[TextStream]) -> dict[str, Any]
     }
 
 
-async def _sse(req: TextRequest, streams: list[TextStream], meter: Meter) -> AsyncIterator[bytes]:
+async def _sse(
+    req: TextRequest, streams: list[TextStream], obs: Observation
+) -> AsyncIterator[bytes]:
     head = envelope(req, chunk=True)
     if req.include_usage:
         head["usage"] = None
@@ -215,7 +217,10 @@ async def _sse(req: TextRequest, streams: list[TextStream], meter: Meter) -> Asy
             items = frame.get("logprobs") or []
             lp = logprobs_doc(req.kind, items, offsets[i]) if want_logprobs and items else None
             offsets[i] += sum(len(str(e.get("token", ""))) for e in items)
-            made[i] += len(frame.get("tokens") or [])
+            new = len(frame.get("tokens") or [])
+            if new:
+                obs.first_token()
+            made[i] += new
             if frame.get("event") == "done":
                 made[i] = int(frame.get("completion_tokens", made[i]))
                 reason = finish(frame.get("finish_reason"))
@@ -229,7 +234,7 @@ async def _sse(req: TextRequest, streams: list[TextStream], meter: Meter) -> Asy
         _, _, body = error_result(_translated(exc, "prompt"))
         yield b"data: " + body + b"\n\n"
     finally:  # also when the client left: what was made is metered
-        meter(_usage(req, streams, 0)["prompt_tokens"], sum(made))
+        obs.finished(_usage(req, streams, 0)["prompt_tokens"], sum(made))
 
 
 class _Chunks:
@@ -248,8 +253,13 @@ class _Chunks:
             await _close(self._streams)
 
 
-def fast_routes(dp: DataPlane, usage: UsageMeter | None = None) -> Matcher:
-    """The fast-path matcher for ``POST /v1/completions`` and ``POST /v1/chat/completions``."""
+def fast_routes(
+    dp: DataPlane, usage: UsageMeter | None = None, metrics: Metrics | None = None
+) -> Matcher:
+    """The fast-path matcher for ``POST /v1/completions`` and ``POST /v1/chat/completions``
+    (token use goes to ``usage`` and ``metrics``, which also gets the sequences gauge)."""
+    observe = TextMetrics(metrics, usage)
+    observe.install_gauge(dp.manager.deployments)
 
     def match(method: str, path: str) -> Handler | None:
         kind = PATHS.get(path.rstrip("/")) if method == "POST" else None
@@ -257,7 +267,7 @@ def fast_routes(dp: DataPlane, usage: UsageMeter | None = None) -> Matcher:
             return None
 
         def handle(headers: Headers, body: bytes, tenant_id: str) -> Awaitable[Result | Streamed]:
-            return generate(dp, tenant_id, kind, body, usage)
+            return generate(dp, tenant_id, kind, body, observe)
 
         return handle
 
@@ -266,8 +276,9 @@ def fast_routes(dp: DataPlane, usage: UsageMeter | None = None) -> Matcher:
 
 # -- documented routes (the fast path answers these calls first) ---------------------
 async def _respond(dp: DataPlane, t: str, kind: Kind, request: Request) -> Response:
-    usage = getattr(request.app.state, "usage", None)
-    result = await generate(dp, t, kind, await request.body(), usage)
+    state = request.app.state
+    observe = TextMetrics(getattr(state, "metrics", None), getattr(state, "usage", None))
+    result = await generate(dp, t, kind, await request.body(), observe)
     if isinstance(result, Streamed):
         headers = {k.decode(): v.decode() for k, v in result.headers}
         return StreamingResponse(result.chunks, result.status, headers)
