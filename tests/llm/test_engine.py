@@ -49,6 +49,18 @@ def test_joins_at_different_steps_equal_generate(trained: GenerationRuntime) -> 
         assert out[i] == reference(trained, prompt, 30), prompt
 
 
+def test_prompts_admitted_together_equal_generate(trained: GenerationRuntime) -> None:
+    engine = Engine(trained, max_seqs=8)
+    for i, prompt in enumerate(PROMPTS):  # all join at the first step: one padded prefill
+        engine.submit(i, {"prompt": prompt, "max_tokens": 1 if i == 2 else 30})
+    first = engine.step()
+    assert len(engine.rows) == len(PROMPTS) - 1  # the one-token request left at once
+    events = drain(engine)
+    for i, prompt in enumerate(PROMPTS):
+        got = [t for e in first if e.rid == i for t in e.tokens] + tokens(events.get(i, []))
+        assert got == reference(trained, prompt, 1 if i == 2 else 30), prompt
+
+
 def test_late_request_finishes_before_early_long_one(gpt2: GenerationRuntime) -> None:
     engine = Engine(gpt2)
     engine.submit("long", {"prompt": "one two", "max_tokens": 30})

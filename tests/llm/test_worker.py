@@ -144,8 +144,12 @@ def test_errors_end_the_stream_with_a_status(worker: RawWorker) -> None:
 
 
 def test_wait_queue_full_is_503(worker: RawWorker) -> None:
-    for rid in range(10, 17):  # 4 slots + 2 waiting; the 7th is refused
-        worker.send({"op": "generate", "id": rid, "request": {"prompt": "one", "max_tokens": 2}})
+    # In one write, so the worker reads them all before its next step: 4 slots + 2 waiting.
+    sent = [
+        encode({"op": "generate", "id": rid, "request": {"prompt": "one", "max_tokens": 2}})
+        for rid in range(10, 17)
+    ]
+    worker.sock.sendall(b"".join(b"".join(f) for f in sent))
     frames = worker.until_done(*range(10, 17))
     refused = [f for f in frames if not f["ok"]]
     assert [(f["id"], f["status"]) for f in refused] == [(16, 503)]

@@ -7,8 +7,9 @@ One ``step()``:
 1. drops cancelled sequences (waiting or running);
 2. admits waiting sequences while fewer than ``max_seqs`` run and their
    reserved tokens (prompt + max_tokens, capped at the context) fit in
-   ``max_cached_tokens``: each is prefilled alone (so its first token is exactly
-   what ``generate()`` gives) and its KV cache joins the batch's;
+   ``max_cached_tokens``: those admitted together are prefilled in one
+   left-padded forward (up to ``PREFILL_TOKENS``; a lone prompt runs unpadded,
+   exactly as in ``generate()``) and their KV cache joins the batch's;
 3. runs one batched forward over the last token of every running sequence.
 
 The batch shares one ``DynamicCache`` (of ``kvcache.GrowingLayer``),
@@ -41,6 +42,7 @@ from modelplane.serving.kvcache import GrowingLayer, adopt
 
 DEFAULT_MAX_SEQS = 8
 DEFAULT_MAX_WAITING = 64
+PREFILL_TOKENS = 2048  # padded prompt tokens one step may prefill (a lone prompt always goes)
 
 
 @dataclass
@@ -180,45 +182,67 @@ class Engine:
         self._leave()
 
     def _admit(self, events: list[Event]) -> None:
-        while self.waiting and len(self.rows) < self.max_seqs:
+        group: list[Sequence] = []
+        reserved = self.reserved
+        while self.waiting and len(self.rows) + len(group) < self.max_seqs:
             seq = self.waiting[0]
-            if self.rows and self.reserved + seq.reserve > self.max_cached_tokens:
-                return
-            self.waiting.popleft()
-            try:
-                cache, token, entry = self._prefill(seq)
-                self._advance(seq, token, entry, events)
-            except Exception as exc:  # noqa: BLE001 - this sequence fails, the others go on
-                self.ids.discard(seq.rid)
-                events.append(_error(seq.rid, exc))
-                continue
-            if not seq.finish:
-                self._join(seq, cache)
+            if (self.rows or group) and reserved + seq.reserve > self.max_cached_tokens:
+                break
+            longest = max([len(s.prompt) for s in group] + [len(seq.prompt)])
+            if group and longest * (len(group) + 1) > PREFILL_TOKENS:
+                break  # the rest next step: running sequences should not wait long
+            group.append(self.waiting.popleft())
+            reserved += seq.reserve
+        if not group:
+            return
+        try:
+            cache, mask = self._prefill(group, events)
+        except Exception as exc:  # noqa: BLE001 - these sequences fail, the others go on
+            for seq in group:
+                if not seq.finish:
+                    seq.finish = "error"
+                    self.ids.discard(seq.rid)
+                    events.append(_error(seq.rid, exc))
+            return
+        self._join(group, cache, mask)
+        self._leave()  # those done at their first token
 
     @torch.inference_mode()
-    def _prefill(self, seq: Sequence) -> tuple[Any, int, Logprob | None]:
+    def _prefill(self, group: list[Sequence], events: list[Event]) -> tuple[Any, torch.Tensor]:
+        """One forward over the prompts that join now; chooses each one's first token."""
         from transformers import DynamicCache
 
         cache = DynamicCache()
         cache.layer_class_to_replicate = GrowingLayer
+        longest = max(len(s.prompt) for s in group)
+        mask = torch.ones((len(group), longest), dtype=torch.long)
+        args: dict[str, Any] = {}
+        if len(group) == 1:  # no padding: exactly the forward generate() makes
+            ids = torch.tensor([group[0].prompt])
+        else:  # left-padded like the batch, positions counted from each prompt's start
+            ids = torch.zeros((len(group), longest), dtype=torch.long)
+            for i, s in enumerate(group):
+                ids[i, longest - len(s.prompt) :] = torch.tensor(s.prompt)
+                mask[i, : longest - len(s.prompt)] = 0
+            args = {"attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
         out = self.model(
-            input_ids=torch.tensor([seq.prompt]),
-            use_cache=True,
-            **{self._cache_arg: cache},
-            **self._keep,
+            input_ids=ids, use_cache=True, **args, **{self._cache_arg: cache}, **self._keep
         )
-        seq.cached = len(seq.prompt)
-        tokens, entries = choose(out.logits[:, -1, :], [seq.decoding], self._token_text)
-        return cache, tokens[0], entries[0]
+        for s in group:
+            s.cached = len(s.prompt)
+        logits = out.logits[:, -1, :]
+        tokens, entries = choose(logits, [s.decoding for s in group], self._token_text)
+        for seq, token, entry in zip(group, tokens, entries, strict=True):
+            self._advance(seq, token, entry, events)
+        return cache, mask
 
-    def _join(self, seq: Sequence, cache: Any) -> None:
-        ones = torch.ones((1, seq.cached), dtype=torch.long)
-        self.reserved += seq.reserve
-        self.rows.append(seq)
+    def _join(self, group: list[Sequence], cache: Any, mask: torch.Tensor) -> None:
+        self.reserved += sum(s.reserve for s in group)
+        self.rows.extend(group)
         if self.cache is None or self.mask is None:
-            self.cache, self.mask = cache, ones
+            self.cache, self.mask = cache, mask
             return
-        width, length = self.mask.shape[1], seq.cached
+        width, length = self.mask.shape[1], mask.shape[1]
         grow, pad = max(0, length - width), max(0, width - length)
         for mine, theirs in zip(self.cache.layers, cache.layers, strict=True):
             adopt(
@@ -226,7 +250,7 @@ class Engine:
                 torch.cat([_pad(mine.keys, grow), _pad(theirs.keys, pad)]),
                 torch.cat([_pad(mine.values, grow), _pad(theirs.values, pad)]),
             )
-        self.mask = torch.cat([F.pad(self.mask, (grow, 0)), F.pad(ones, (pad, 0))])
+        self.mask = torch.cat([F.pad(self.mask, (grow, 0)), F.pad(mask, (pad, 0))])
 
     @torch.inference_mode()
     def _decode(self, events: list[Event]) -> None:
