@@ -210,3 +210,12 @@ def test_uploads_are_not_held_to_the_json_cap(http: httpx.Client) -> None:
     files = {"file": ("rows.csv", csv, "text/csv")}
     r = http.post("/api/v1/datasets", files=files, data={"name": "rows"})
     assert r.status_code == 201, r.text
+
+
+def test_upload_metadata_has_the_depth_cap(http: httpx.Client) -> None:
+    files = {"file": ("d.onnx", double_onnx(), "application/octet-stream")}
+    deep = orjson.dumps({"format": "onnx", "tags": nested(DEPTH)}).decode()
+    r = http.post("/api/v1/models/double/versions", files=files, data={"metadata": deep})
+    assert r.status_code == 400 and f"metadata: request body is {DEEP_MESSAGE}" in r.text, r.text
+    versions = http.get("/api/v1/models/double/versions").json()["versions"]
+    assert [v["version"] for v in versions] == [1]  # nothing stored

@@ -11,6 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from modelplane.api.deps import actor, registry, tenant
 from modelplane.api.downloads import blob_response
+from modelplane.api.limits import depth_message, too_deep
 from modelplane.api.upload import receive_upload
 from modelplane.errors import BadRequest, Forbidden, InvalidInput, NotFound
 from modelplane.registry.names import (
@@ -200,8 +201,12 @@ async def upload_version(name: str, request: Request, svc: Svc, t: Tenant, who: 
     try:
         fields: dict[str, Any] = {}
         if "metadata" in form:
+            raw = form.pop("metadata")
+            depth = svc.settings.max_json_depth
+            if depth and too_deep(raw.encode(), depth):
+                raise BadRequest(f"metadata: {depth_message(depth)}")
             try:
-                fields = orjson.loads(form.pop("metadata"))
+                fields = orjson.loads(raw)
             except orjson.JSONDecodeError as exc:
                 raise BadRequest(f"metadata is not valid JSON: {exc}") from exc
             if not isinstance(fields, dict):
