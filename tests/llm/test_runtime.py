@@ -74,3 +74,29 @@ def test_text_stream_holds_back_partial_utf8_and_stop_prefixes(gpt2: GenerationR
     assert "".join(p for p, _ in pieces) == " ☃ s"  # "now" may still become "now!"
     assert not any(stopped for _, stopped in pieces)
     assert stream.flush() == "now"
+
+
+def test_text_stream_keeps_sentencepiece_spaces() -> None:
+    # Metaspace (Llama/SentencePiece-style) decoders drop the space of a leading "▁word":
+    # decoding each new token alone would glue words together.
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from tests.llm.tiny import CORPUS
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    tok.train_from_iterator(
+        CORPUS * 5,
+        trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>"], show_progress=False),
+    )
+    prompt = tok.encode("the cat").ids
+    new = tok.encode("the cat sat on the mat and looked").ids[len(prompt) :]
+
+    def decode(ids: list[int]) -> str:
+        return str(tok.decode(ids))
+
+    stream = TextStream(decode, prompt, [])
+    out = "".join(stream.push(t)[0] for t in new) + stream.flush()
+    assert out == " sat on the mat and looked"
+    assert "".join(decode([t]) for t in new) != out  # the naive way loses the spaces

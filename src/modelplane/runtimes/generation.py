@@ -141,7 +141,12 @@ class GenerationRuntime(Runtime):
         self.options = options
         self.context_length = _context_length(model.config, tokenizer)
         self.eos_ids = _eos_ids(model, tokenizer)
-        self.vocab_size = int(model.config.get_text_config().vocab_size)
+        head = model.get_output_embeddings()  # logits may be wider than the config's vocab
+        self.vocab_size = (
+            int(head.weight.shape[0])
+            if head is not None
+            else int(model.config.get_text_config().vocab_size)
+        )
         self.chat_template: str | None = getattr(tokenizer, "chat_template", None) or None
         self.model_type = str(getattr(model.config, "model_type", "") or "")
         self.predict_max_tokens = int(options.extra.get("predict_max_tokens", 64))
