@@ -101,7 +101,15 @@ class Sequence:
 
 
 class Engine:
-    """Continuous batching over one ``GenerationRuntime``; single-threaded, driven by ``step``."""
+    """Continuous batching over one ``GenerationRuntime``; single-threaded, driven by ``step``.
+
+    ``submit(rid, request)`` checks, tokenizes and queues a request (errors:
+    ``BadRequest`` 400 over the context, ``InvalidInput`` 422 bad values,
+    ``Unavailable`` 503 wait queue full) and returns its prompt tokens;
+    ``cancel(rid)`` drops it before the next step; ``step()`` returns the
+    ``Event``s of that step (``event.frame()`` is the contract's frame); ``busy``
+    says whether any sequence waits or runs.
+    """
 
     def __init__(
         self,
