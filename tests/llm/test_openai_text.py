@@ -255,6 +255,20 @@ def test_disconnect_frees_the_slot(served: LiveServer, http: httpx.Client) -> No
     assert r2.choices[0].finish_reason == "length"
 
 
+def test_more_choices_than_slots_run_in_turn(served: LiveServer) -> None:
+    """``one`` has one slot and a queue of one: n=2 takes the slot twice, in turn."""
+    with openai.OpenAI(base_url=f"{served.url}/v1", api_key="unused", max_retries=0) as oa:
+        r = oa.completions.create(model="one", prompt="x", max_tokens=3, temperature=0, n=2)
+        assert [c.finish_reason for c in r.choices] == ["length", "length"]
+        assert r.choices[0].text == r.choices[1].text  # greedy: the same text twice
+        chunks = list(
+            oa.completions.create(
+                model="one", prompt="x", max_tokens=3, temperature=0, n=2, stream=True
+            )
+        )
+    assert {c.choices[0].index for c in chunks if c.choices} == {0, 1}
+
+
 def test_queue_full_is_503_and_the_waiter_runs_later(
     served: LiveServer, http: httpx.Client
 ) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Coroutine
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from typing import Any, cast
 
 import pytest
@@ -24,12 +24,14 @@ class FakeWorker:
         self.cancelled = 0
         self.requests: list[dict[str, Any]] = []
 
-    async def generate(self, request: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+    async def generate(
+        self, request: dict[str, Any], on_end: Callable[[], None] | None = None
+    ) -> AsyncGenerator[dict[str, Any], None]:
         self.requests.append(request)
-        if self.refuse:
-            raise stream_error({"ok": False, "status": 400, "error": self.refuse})
         done = False
         try:
+            if self.refuse:
+                raise stream_error({"ok": False, "status": 400, "error": self.refuse})
             yield {"ok": True, "event": "start", "prompt_tokens": 2}
             for _ in range(int(request.get("max_tokens", 1))):
                 await self.step.wait()
@@ -37,8 +39,10 @@ class FakeWorker:
             done = True
             yield {"ok": True, "event": "done", "text": "", "finish_reason": "length"}
         finally:
-            if not done:
+            if not done and not self.refuse:
                 self.cancelled += 1
+            if on_end is not None:
+                on_end()
 
 
 def streams(*workers: FakeWorker, max_seqs: int = 1, max_queue: int = 4) -> Streams:

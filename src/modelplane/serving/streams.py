@@ -127,7 +127,9 @@ class Streams:
                 released = True
                 self._release(worker)
 
-        frames = worker.generate(request)
+        # The slot is free once the worker is done with the sequence, not once its frames
+        # are read: a request's n choices may wait for slots its own finished ones hold.
+        frames = worker.generate(request, on_end=release)
         try:
             start = await anext(frames)
         except BaseException:

@@ -57,6 +57,7 @@ class Worker:
         self.signature: dict[str, Any] = {}
         self.generation: dict[str, Any] | None = None  # set when the model generates text
         self._streams: dict[int, asyncio.Queue[dict[str, Any]]] = {}
+        self._stream_ends: dict[int, Callable[[], None]] = {}
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[tuple[dict[str, Any], Arrays]]] = {}
         self._writer: asyncio.StreamWriter | None = None
@@ -169,18 +170,24 @@ class Worker:
         """Sequences this worker is generating (or holding in its own queue) now."""
         return len(self._streams)
 
-    async def generate(self, request: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+    async def generate(
+        self, request: dict[str, Any], on_end: Callable[[], None] | None = None
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """Send one generate request; yield its ``start``, ``token`` and ``done`` frames.
 
         A frame with ``ok`` false raises its domain error. Leaving the iteration early
         (``aclose``, cancellation) before ``done`` sends ``cancel``, so the worker frees
-        the slot at its next step.
+        the slot at its next step. ``on_end`` is called once as soon as the sequence is
+        over in the worker (its last frame arrived, or it was cancelled), even while its
+        frames still wait to be read.
         """
         if not self.alive or self._writer is None:
             raise Unavailable("model worker is not running", retry_after=1)
         rid = next(self._ids)
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._streams[rid] = queue
+        if on_end is not None:
+            self._stream_ends[rid] = on_end
         finished = False
         try:
             self._writer.writelines(encode({"op": "generate", "id": rid, "request": request}))
@@ -198,6 +205,12 @@ class Worker:
             self._streams.pop(rid, None)
             if not finished:
                 self.cancel(rid)
+            self._ended(rid)
+
+    def _ended(self, rid: int) -> None:
+        end = self._stream_ends.pop(rid, None)
+        if end is not None:
+            end()
 
     def cancel(self, rid: int) -> None:
         """Ask the worker to drop sequence ``rid`` before its next step (no reply awaited)."""
@@ -214,6 +227,8 @@ class Worker:
                 stream = self._streams.get(header.get("id", -1))
                 if stream is not None:
                     stream.put_nowait(header)
+                    if header.get("event") == "done" or not header.get("ok"):
+                        self._ended(header["id"])
                     continue
                 fut = self._pending.get(header.get("id", -1))
                 if fut is not None and not fut.done():
@@ -228,6 +243,8 @@ class Worker:
             self._pending.clear()
             for stream in self._streams.values():
                 stream.put_nowait({"ok": False, "status": 503, "error": "model worker exited"})
+            for rid in list(self._stream_ends):
+                self._ended(rid)
             if self._writer is not None:
                 self._writer.close()
             for arena in (self._outbox, self._inbox):
