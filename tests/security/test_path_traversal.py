@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import re
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -112,3 +113,35 @@ def test_plain_unknown_names_reach_the_route(realm: Realm, value: str) -> None:
     """The control: an ordinary unknown name is a 404 from the route, not a refusal."""
     status, out = call(realm.server.port, "GET", f"/api/v1/models/{value}", None, "x/y")
     assert status == 404 and value in orjson.loads(out)["error"]
+
+
+BODY_NAMES: list[tuple[str, str, Callable[[str], dict[str, Any]]]] = [
+    ("POST", "/api/v1/models", lambda v: {"name": v}),
+    ("POST", "/api/v1/tenants", lambda v: {"name": v}),
+    ("POST", "/api/v1/deployments", lambda v: {"name": v, "model": "double"}),
+    ("POST", "/api/v1/deployments", lambda v: {"name": "d", "model": v}),
+    ("POST", "/api/v1/keys", lambda v: {"tenant": v, "role": "user"}),
+    ("POST", "/api/v1/models/double/grants", lambda v: {"tenant": v}),
+    ("POST", "/api/v1/jobs", lambda v: {"kind": "batch_predict", "dataset": v, "model": "x"}),
+    ("POST", "/api/v1/jobs", lambda v: {"kind": "batch_predict", "dataset": "x", "model": v}),
+]
+
+
+def test_names_in_bodies_refuse_traversal(realm: Realm) -> None:
+    """Names given in JSON bodies (and the dataset upload form) follow the same rules."""
+    api = realm.client(BOOTSTRAP)
+    assert api.post("/models", json={"name": "double"}).status_code == 201
+    for method, path, make in BODY_NAMES:
+        for value in [urllib.parse.unquote(v) for v in HOSTILE] + ["a/b", "a\\b", "a\x00"]:
+            r = api.request(method, path, json=make(value))
+            assert r.status_code in REFUSED, (method, path, value, r.status_code, r.text)
+            assert not TRACE.search(r.text)
+    for value in ("../x", "..", "a/b", "\uff0e\uff0e"):
+        files = {"file": ("rows.csv", b"a\n1\n", "text/csv")}
+        r = api.post("/datasets", files=files, data={"name": value})
+        assert r.status_code == 422, (value, r.text)
+    assert [m["name"] for m in api.get("/models").json()["models"]] == ["double"]
+    assert api.get("/deployments").json()["deployments"] == []
+    assert api.get("/datasets").json()["datasets"] == []
+    assert [t["name"] for t in api.get("/tenants").json()["tenants"]] == ["default"]
+    api.close()
