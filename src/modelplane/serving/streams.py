@@ -93,7 +93,8 @@ class Streams:
     ) -> None:
         self.workers = workers  # the replica's own list: the manager adds and removes workers
         self.generation = generation
-        self.max_seqs = max(1, max_seqs)
+        # The engine's own cap (from its load reply) is the authority; the config asked for it.
+        self.max_seqs = max(1, int(generation.get("max_seqs") or max_seqs))
         self.max_queue = max_queue
         self.version = version
         self.active = 0  # sequences holding a slot
