@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import pickle
+from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -15,7 +17,9 @@ from typer.testing import CliRunner
 from modelplane import Client
 from modelplane.cli.main import app
 from modelplane.errors import Forbidden
+from modelplane.settings import Settings
 from tests.auth.conftest import Realm, bearer, wait_state
+from tests.conftest import ServerProcess
 
 runner = CliRunner()
 
@@ -64,3 +68,27 @@ def test_an_admin_trusts_a_model_from_the_cli_and_its_failed_deployment_loads(
         assert sdk.get_model("iris").trusted is False
     with Client(realm.url, api_key=maintainer) as sdk, pytest.raises(Forbidden, match="admin"):
         sdk.update_model("iris", trusted=True)
+
+
+def test_a_deployment_in_another_server_process_loads_once_trusted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spawn_server: Callable[..., ServerProcess]
+) -> None:
+    """Two server processes on one database: trust set through one reaches the other."""
+    x, y = load_iris(return_X_y=True)
+    model = LogisticRegression(max_iter=500).fit(x, y)
+    monkeypatch.setenv("MODELPLANE_ALIAS_POLL_SECONDS", "0.3")
+    monkeypatch.setenv("MODELPLANE_JOB_SLOTS", "0")
+    settings = Settings(data_dir=tmp_path / "data")
+    first = spawn_server(settings)
+    with httpx.Client(base_url=f"{first.url}/api/v1", timeout=60) as a:
+        assert a.post("/models", json={"name": "iris"}).status_code == 201
+        files = {"file": ("iris.pkl", pickle.dumps(model), "application/octet-stream")}
+        assert a.post("/models/iris/versions", files=files, data={"format": "pickle"}).is_success
+        assert a.post("/deployments", json={"name": "iris", "model": "iris"}).status_code == 201
+        wait_state(a, "iris", "failed")
+        second = spawn_server(settings)
+        with httpx.Client(base_url=f"{second.url}/api/v1", timeout=60) as b:
+            assert "trusted" in wait_state(b, "iris", "failed")["reason"]
+            assert a.patch("/models/iris", json={"trusted": True}).status_code == 200
+            assert wait_state(b, "iris", "ready")["version"] == 1  # no PATCH of the deployment
+            assert wait_state(a, "iris", "ready")["version"] == 1

@@ -42,6 +42,7 @@ from modelplane.settings import Settings
 from modelplane.storage.materialize import materialize
 
 log = logging.getLogger("modelplane.serving")
+TRUST_NEEDED = "mark the model trusted"  # in the runtimes' refusals of untrusted artifacts
 
 
 class Sharing(Protocol):
@@ -76,6 +77,7 @@ class Deployed:
     active: Replica | None = None
     loading: int | None = None
     failed_version: int | None = None
+    failed_for_trust: bool = False  # it failed because its model was not trusted
     restarts: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     deleted: bool = False
@@ -318,6 +320,11 @@ class ModelManager:
                     await self._retire(replica)
                 return
             current = dep.active.version if dep.active else None
+            if not force and version.version == dep.failed_version and dep.failed_for_trust:
+                # trusted since (perhaps through another server process)? then try again
+                model = await asyncio.to_thread(self.registry.store.get_model, owner, ref.model)
+                if model.trusted:
+                    dep.failed_version = None
             if not force and (version.version == current or version.version == dep.failed_version):
                 return
             dep.loading = version.version
@@ -328,6 +335,7 @@ class ModelManager:
             except (LoadFailed, InvalidInput, OSError) as exc:
                 why = exc.message if isinstance(exc, InvalidInput) else str(exc)
                 dep.failed_version = version.version
+                dep.failed_for_trust = TRUST_NEEDED in why
                 if dep.active is None:
                     dep.state, dep.reason = "failed", f"version {version.version}: {why}"
                 else:
