@@ -322,9 +322,10 @@ class ModelManager:
             current = dep.active.version if dep.active else None
             if not force and version.version == dep.failed_version and dep.failed_for_trust:
                 # trusted since (perhaps through another server process)? then try again
-                model = await asyncio.to_thread(self.registry.store.get_model, owner, ref.model)
-                if model.trusted:
-                    dep.failed_version = None
+                with contextlib.suppress(NotFound):  # deleted meanwhile: the next poll says so
+                    model = await asyncio.to_thread(self.registry.store.get_model, owner, ref.model)
+                    if model.trusted:
+                        dep.failed_version = None
             if not force and (version.version == current or version.version == dep.failed_version):
                 return
             dep.loading = version.version
