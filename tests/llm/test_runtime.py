@@ -9,7 +9,7 @@ import pytest
 
 from modelplane.errors import InvalidInput
 from modelplane.runtimes import RuntimeOptions, runtime_class
-from modelplane.runtimes.generation import GenerationRuntime
+from modelplane.runtimes.generation import GenerationRuntime, sampling_params
 from modelplane.runtimes.sampling import TextStream
 from modelplane.serving.scheduler import Engine
 from tests.llm.conftest import drain, text
@@ -56,7 +56,12 @@ def test_chat_template_of_the_model_and_the_default(
     gpt2: GenerationRuntime, llama: GenerationRuntime
 ) -> None:
     messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
-    assert gpt2.render(messages) == "system: be brief\nuser: hi\nassistant:"
+    assert gpt2.render(messages) == (
+        "<|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+    assert gpt2.chat_params(sampling_params({})).stop == ("<|im_end|>",)
+    assert llama.chat_params(sampling_params({})).stop == ()
     assert llama.render(messages) == "<|system|>be brief\n<|user|>hi\n<|assistant|>"
     engine = Engine(llama)
     prompt = engine.submit("c", {"messages": messages, "max_tokens": 3})

@@ -13,14 +13,15 @@ prompt, without the prompt, of at most ``predict_max_tokens`` tokens
 (``RuntimeOptions.extra``, default 64).
 
 Chat messages are rendered with the model's chat template; a model without one
-gets ``DEFAULT_CHAT_TEMPLATE``: one ``role: content`` line per message, then
-``assistant:``.
+gets the same default that ``causal_lm`` training saves with its tokenizers
+(ChatML, ``modelplane.training.tokenizer.DEFAULT_CHAT_TEMPLATE``), and replies
+rendered that way also stop at ``<|im_end|>``.
 """
 
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +31,10 @@ from modelplane.errors import BadRequest, InvalidInput
 from modelplane.runtimes.base import Arrays, Runtime, RuntimeOptions
 from modelplane.runtimes.text import model_root
 from modelplane.schemas.registry import Signature, TensorSpec
+from modelplane.training.tokenizer import DEFAULT_CHAT_TEMPLATE, IM_END
 
 TASKS = frozenset({"text-generation", "causal-lm"})
 INPUT, OUTPUT = "text_input", "text_output"
-DEFAULT_CHAT_TEMPLATE = (
-    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
-    "{% if add_generation_prompt %}assistant:{% endif %}"
-)
 CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "seq_length")
 MAX_LOGPROBS = 20
 MAX_STOPS = 16
@@ -196,6 +194,13 @@ class GenerationRuntime(Runtime):
         except Exception as exc:
             raise InvalidInput(f"the chat template refused these messages: {exc}") from exc
         return str(text)
+
+    def chat_params(self, params: SamplingParams) -> SamplingParams:
+        """Replies rendered with the default (ChatML) template end at ``<|im_end|>``, also for a
+        tokenizer that has no such token."""
+        if self.chat_template or IM_END in params.stop:
+            return params
+        return replace(params, stop=(*params.stop, IM_END))
 
     def prompt_ids(self, req: dict[str, Any]) -> list[int]:
         """Tokenize a request's prompt (or rendered messages) and check it fits the context."""

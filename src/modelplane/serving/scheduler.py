@@ -142,6 +142,8 @@ class Engine:
     def submit(self, rid: Any, request: dict[str, Any]) -> int:
         """Tokenize and queue one request (contract REQ); returns its prompt tokens."""
         params = sampling_params(request)
+        if request.get("messages") is not None:
+            params = self.rt.chat_params(params)
         return self.add(rid, self.rt.prompt_ids(request), params)
 
     def add(self, rid: Any, prompt: list[int], params: SamplingParams) -> int:
