@@ -42,6 +42,15 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from modelplane.monitoring.fast import (
+    CounterChild,
+    FastCounter,
+    FastGauge,
+    FastHistogram,
+    GaugeChild,
+    HistogramChild,
+)
+
 log = logging.getLogger("modelplane.metrics")
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 PROTOCOLS = ("oip", "tfserving", "openai", "management")
@@ -62,9 +71,9 @@ _DEP = ("tenant", "deployment")
 class DeploymentMetrics:
     """Pre-resolved children for one deployment (tenant, name)."""
 
-    queue_depth: Gauge
-    queue_wait: Histogram
-    batch_size: Histogram
+    queue_depth: GaugeChild
+    queue_wait: HistogramChild
+    batch_size: HistogramChild
     ready: Gauge
     restarts: Counter
     enabled: bool
@@ -94,10 +103,10 @@ class _ByteCounters(Collector):
 class BatchMonitor:
     """What the batcher of one replica records: pre-resolved children, no label lookups."""
 
-    queue_depth: Gauge
-    queue_wait: Histogram
-    batch_size: Histogram
-    inference: Histogram
+    queue_depth: GaugeChild
+    queue_wait: HistogramChild
+    batch_size: HistogramChild
+    inference: HistogramChild
 
 
 class Metrics:
@@ -110,19 +119,18 @@ class Metrics:
             ProcessCollector(registry=r)
             PlatformCollector(registry=r)
         # -- inference requests ---------------------------------------------------
-        self.requests = Counter(
-            "modelplane_requests", "Inference and management requests answered.", _REQ,
-            registry=r,
-        )  # fmt: skip
-        self.request_duration = Histogram(
+        # Hot-path metrics are monitoring.fast's lock-free ones (same exposition).
+        self.requests = FastCounter(
+            "modelplane_requests", "Inference and management requests answered.", _REQ, r
+        )
+        self.request_duration = FastHistogram(
             "modelplane_request_duration_seconds",
-            "Time from request body received to response sent.",
-            _REQ, buckets=LATENCY_BUCKETS, registry=r,
+            "Time from request body received to response sent.", _REQ, r, LATENCY_BUCKETS,
         )  # fmt: skip
-        self.management_requests = Counter(
+        self.management_requests = FastCounter(
             "modelplane_management_requests",
             "Requests to every non-inference route, by route template.",
-            ("method", "route", "status"), registry=r,
+            ("method", "route", "status"), r,
         )  # fmt: skip
         # modelplane_request_bytes_total / modelplane_response_bytes_total: plain ints on the
         # hot path (two locked counter increments per request cost more than the rest of
@@ -130,21 +138,21 @@ class Metrics:
         self._bytes: dict[tuple[str, str], list[int]] = {}
         r.register(_ByteCounters(self._bytes))
         # -- batching and the model ----------------------------------------------
-        self.queue_depth = Gauge(
-            "modelplane_queue_depth", "Requests waiting in the batcher.", _DEP, registry=r
+        self.queue_depth = FastGauge(
+            "modelplane_queue_depth", "Requests waiting in the batcher.", _DEP, r
         )
-        self.queue_wait = Histogram(
+        self.queue_wait = FastHistogram(
             "modelplane_queue_wait_seconds", "Time a request waited before its batch ran.",
-            _DEP, buckets=LATENCY_BUCKETS, registry=r,
+            _DEP, r, LATENCY_BUCKETS,
         )  # fmt: skip
-        self.batch_size = Histogram(
-            "modelplane_batch_size", "Rows per batch sent to a model worker.", _DEP,
-            buckets=BATCH_BUCKETS, registry=r,
+        self.batch_size = FastHistogram(
+            "modelplane_batch_size", "Rows per batch sent to a model worker.", _DEP, r,
+            BATCH_BUCKETS,
         )  # fmt: skip
-        self.inference = Histogram(
+        self.inference = FastHistogram(
             "modelplane_inference_seconds",
             "Model call time per batch, measured in the model worker process.",
-            ("tenant", "deployment", "version"), buckets=LATENCY_BUCKETS, registry=r,
+            ("tenant", "deployment", "version"), r, LATENCY_BUCKETS,
         )  # fmt: skip
         # -- deployments and model loading ---------------------------------------
         self.deployment_ready = Gauge(
@@ -195,18 +203,17 @@ class Metrics:
         self.active_sequences = Gauge(
             "modelplane_active_sequences", "Sequences being generated now.", _DEP, registry=r
         )
-        self._request_children: dict[tuple[str, str, str, str, str], tuple[Counter, Histogram]]
-        self._request_children = {}
+        self._request_children: dict[tuple[str, ...], tuple[CounterChild, HistogramChild]] = {}
         self._deployments: dict[tuple[str, str], DeploymentMetrics] = {}
-        self._inference_children: dict[tuple[str, str, str], Histogram] = {}
-        self._management_children: dict[tuple[str, str, str], Counter] = {}
+        self._inference_children: dict[tuple[str, str, str], HistogramChild] = {}
+        self._management_children: dict[tuple[str, str, str], CounterChild] = {}
         # Called (blocking, off the event loop) before each render: gauges read from state.
         self.refreshers: list[Callable[[], None]] = []
 
     # -- cached children ---------------------------------------------------------
     def request(
         self, protocol: str, tenant: str, deployment: str, version: str, status: str
-    ) -> tuple[Counter, Histogram]:
+    ) -> tuple[CounterChild, HistogramChild]:
         key = (protocol, tenant, deployment, version, status)
         children = self._request_children.get(key)
         if children is None:
@@ -261,7 +268,7 @@ class Metrics:
         inference = self.inference_seconds(tenant, deployment, version)
         return BatchMonitor(d.queue_depth, d.queue_wait, d.batch_size, inference)
 
-    def inference_seconds(self, tenant: str, deployment: str, version: str) -> Histogram:
+    def inference_seconds(self, tenant: str, deployment: str, version: str) -> HistogramChild:
         key = (tenant, deployment, version)
         child = self._inference_children.get(key)
         if child is None:
