@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modelplane.api.limits import json_part, too_deep
+from modelplane.api.limits import has_nul, json_part, too_deep
 from modelplane.examples import double_onnx
 from modelplane.settings import Settings
 from tests.conftest import LiveServer
@@ -219,3 +219,47 @@ def test_upload_metadata_has_the_depth_cap(http: httpx.Client) -> None:
     assert r.status_code == 400 and f"metadata: request body is {DEEP_MESSAGE}" in r.text, r.text
     versions = http.get("/api/v1/models/double/versions").json()["versions"]
     assert [v["version"] for v in versions] == [1]  # nothing stored
+
+
+@pytest.mark.parametrize(
+    ("doc", "nul"),
+    [
+        (b'{"a": "x\\u0000y"}', True),
+        (b'{"a": "x\\\\u0000y"}', False),  # a backslash, then the text u0000
+        (b'{"a": "x\\\\\\u0000y"}', True),
+        (b'{"a": "\x00"}', True),
+        (b'{"a": "u0000 \\n"}', False),
+    ],
+)
+def test_nul_detection_is_exact(doc: bytes, nul: bool) -> None:
+    assert has_nul(doc) is nul
+    if b"\x00" not in doc:  # (a raw NUL is not even valid JSON)
+        assert ("\x00" in json.loads(doc)["a"]) is nul
+
+
+def test_nul_characters_are_refused_in_management_input(http: httpx.Client) -> None:
+    """PostgreSQL text cannot hold NUL: refused up front on every backend, never a 500."""
+    for method, path, body in (
+        ("POST", "/api/v1/models", {"name": "x", "description": "a\u0000b"}),
+        ("PATCH", "/api/v1/models/double", {"tags": {"k": "\u0000"}}),
+        ("POST", "/api/v1/tenants", {"name": "t", "description": "\u0000"}),
+    ):
+        r = http.request(method, path, json=body)
+        assert r.status_code == 400 and "NUL character" in r.json()["error"], r.text
+    for query in ("prefix=%00", "task=a%00", "tag=k%3D%00"):
+        r = http.get(f"/api/v1/models?{query}")
+        assert r.status_code == 400 and "query string" in r.json()["error"], r.text
+    files = {"file": ("d.onnx", double_onnx(), "application/octet-stream")}
+    r = http.post("/api/v1/models/double/versions", files=files, data={"description": "a\x00"})
+    assert r.status_code == 400 and "upload form" in r.json()["error"], r.text
+    # a backslash followed by the text "u0000" is fine
+    r = http.patch("/api/v1/models/double", json={"description": "C:\\u0000"})
+    assert r.status_code == 200 and r.json()["description"] == "C:\\u0000", r.text
+
+
+def test_tag_filters_with_impossible_keys_are_422(http: httpx.Client) -> None:
+    for tag in ("\x17\u00e2", "a b", "=v", "k" * 65):
+        for path in ("/api/v1/models", "/api/v1/models/double/versions"):
+            r = http.get(path, params={"tag": tag})
+            assert r.status_code == 422 and "tag" in r.json()["error"], (path, tag, r.text)
+    assert http.get("/api/v1/models", params={"tag": "k=v"}).json()["models"] == []

@@ -5,6 +5,9 @@
   caps instead (``api/upload``).
 - Inference bodies hold at most ``max_infer_bytes``; the fast path enforces
   that itself and calls ``too_deep`` on what it read.
+- NUL characters in management bodies and query strings are refused (400):
+  nothing there has a use for one, and PostgreSQL text columns cannot hold it.
+  Inference bodies may carry them (bytes tensors as strings).
 - JSON nested deeper than ``max_json_depth`` levels is refused before any parser
   sees it: the standard library's parser (FastAPI's) recurses once per level,
   and so do pydantic and the tensor codecs after it, so a small body of ``[``
@@ -30,6 +33,8 @@ from modelplane.auth.roles import OPENAI_INFER, is_inference
 
 Result = tuple[int, list[tuple[bytes, bytes]], bytes]
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# No name, description, tag or filter has a use for NUL, and PostgreSQL text cannot hold one.
+NUL_MESSAGE = "the {where} contains a NUL character (\\u0000 or %00), which is not accepted"
 
 _DROP = bytes(b for b in range(256) if b not in b'[]{}"')  # keep brackets and quotes
 _STRING = re.compile(rb'"[^"]*"')  # once escapes are gone, a string is quote to quote
@@ -61,6 +66,21 @@ def too_deep(doc: bytes, limit: int) -> bool:
                 return False  # depth <= 2 * _PASSES <= limit
     depth = np.cumsum(_STEP[np.frombuffer(marks, np.uint8)], dtype=np.int32)
     return bool(depth.max() > limit)
+
+
+def has_nul(doc: bytes) -> bool:
+    """Does JSON ``doc`` hold a NUL character (a raw byte, or an unescaped ``\\u0000``)?"""
+    if b"\x00" in doc:
+        return True
+    at = doc.find(b"\\u0000")
+    while at != -1:
+        start = at
+        while start > 0 and doc[start - 1] == 0x5C:  # backslashes before this one
+            start -= 1
+        if (at - start) % 2 == 0:  # this backslash is not itself escaped: a real \u0000
+            return True
+        at = doc.find(b"\\u0000", at + 1)
+    return False
 
 
 def json_part(body: bytes, headers: dict[bytes, bytes]) -> bytes:
@@ -132,10 +152,16 @@ class BodyLimits:
         return getattr(self.app, "state", None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         method, path = scope["method"], scope["path"]
+        if b"%00" in scope.get("query_string", b""):
+            await send_result(send, refusal(path, 400, NUL_MESSAGE.format(where="query string")))
+            return
+        if method not in BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
         if is_upload(method, path):
             await self.app(scope, receive, send)
             return
@@ -152,8 +178,12 @@ class BodyLimits:
         if body is None:
             await send_result(send, refusal(path, 413, size_message(limit)))
             return
-        if self.max_depth and too_deep(json_part(body, headers), self.max_depth):
+        doc = json_part(body, headers)
+        if self.max_depth and too_deep(doc, self.max_depth):
             await send_result(send, refusal(path, 400, depth_message(self.max_depth)))
+            return
+        if has_nul(doc):
+            await send_result(send, refusal(path, 400, NUL_MESSAGE.format(where="request body")))
             return
         replayed = False
 

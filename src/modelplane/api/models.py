@@ -11,7 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from modelplane.api.deps import actor, registry, tenant
 from modelplane.api.downloads import blob_response
-from modelplane.api.limits import depth_message, too_deep
+from modelplane.api.limits import NUL_MESSAGE, depth_message, too_deep
 from modelplane.api.upload import receive_upload
 from modelplane.errors import BadRequest, Forbidden, InvalidInput, NotFound
 from modelplane.registry.names import (
@@ -21,7 +21,7 @@ from modelplane.registry.names import (
     parse_ref,
     parse_selector,
 )
-from modelplane.registry.service import Metrics, RegistryService, Tags, parse_meta
+from modelplane.registry.service import Metrics, RegistryService, Tags, check_tags, parse_meta
 from modelplane.schemas.registry import Alias, AliasEvent, Lineage, Model, Version
 
 router = APIRouter(prefix="/api/v1", tags=["registry"])
@@ -116,6 +116,17 @@ def create_model(body: ModelCreate, request: Request, svc: Svc, t: Tenant) -> Mo
     return model
 
 
+def _tag_query(tag: str | None) -> str | None:
+    """``key`` or ``key=value``; a key no tag could have is a 422 (not a database error)."""
+    if tag is not None:
+        key, _, value = tag.partition("=")
+        try:
+            check_tags({key: value})
+        except ValueError as exc:
+            raise InvalidInput(f"tag: {exc}") from exc
+    return tag
+
+
 def _forget_grants(request: Request, t: str, name: str) -> None:
     auth = getattr(request.app.state, "auth", None)
     if auth is not None:
@@ -133,7 +144,7 @@ def list_models(
     page_token: Token = None,
 ) -> ModelPage:
     items, token = svc.store.list_models(
-        t, prefix=prefix, tag=tag, task=task, limit=limit, page_token=page_token
+        t, prefix=prefix, tag=_tag_query(tag), task=task, limit=limit, page_token=page_token
     )
     return ModelPage(models=items, next_page_token=token)
 
@@ -199,6 +210,8 @@ async def upload_version(name: str, request: Request, svc: Svc, t: Tenant, who: 
     await anyio.to_thread.run_sync(svc.store.get_model, t, name)
     form, writer, filename = await receive_upload(request, svc.new_writer, svc.settings, "artifact")
     try:
+        if "\x00" in filename or any("\x00" in v for v in form.values()):
+            raise BadRequest(NUL_MESSAGE.format(where="upload form"))
         fields: dict[str, Any] = {}
         if "metadata" in form:
             raw = form.pop("metadata")
@@ -233,7 +246,12 @@ def list_versions(
     page_token: Token = None,
 ) -> VersionPage:
     items, token = svc.store.list_versions(
-        t, _name(name), tag=tag, limit=limit, page_token=page_token, descending=order == "desc"
+        t,
+        _name(name),
+        tag=_tag_query(tag),
+        limit=limit,
+        page_token=page_token,
+        descending=order == "desc",
     )
     return VersionPage(versions=items, next_page_token=token)
 
