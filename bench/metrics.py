@@ -52,13 +52,14 @@ SERVER_CORE, CLIENT_CORE = 0, 1
 
 
 @contextlib.contextmanager
-def _server(data_dir: Path, log: Path, metrics: bool) -> Any:
+def _server(data_dir: Path, log: Path, metrics: bool, alerts: bool = True) -> Any:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLANE_")}
     env.update(
         MODELPLANE_DATA_DIR=str(data_dir), MODELPLANE_LOG_LEVEL="warning",
         MODELPLANE_METRICS="true" if metrics else "false", MODELPLANE_JOB_SLOTS="0",
+        MODELPLANE_ALERTS="true" if alerts else "false",
     )  # fmt: skip
     cmd = [*pin(SERVER_CORE), sys.executable, "-m", "modelplane", "serve", "--example"]
     cmd += ["--host", "127.0.0.1", "--port", str(port)]
@@ -73,7 +74,7 @@ def measure_http(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         servers = {
             label: stack.enter_context(
-                _server(tmp / label, tmp / f"{label}.log", metrics=label == "on")
+                _server(tmp / label, tmp / f"{label}.log", label == "on", not args.no_alerts)
             )
             for label in rows
         }
@@ -210,6 +211,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--iterations", type=int, default=20_000)
     p.add_argument("--no-wrk", action="store_true", help="Use the httpx loop even with wrk.")
     p.add_argument("--skip-http", action="store_true")
+    p.add_argument("--no-alerts", action="store_true", help="Alert evaluation off in both.")
     p.add_argument("--asgi-blocks", type=int, default=16, help="0: skip the ASGI part.")
     p.add_argument("--asgi-requests", type=int, default=1500, help="Requests per block.")
     args = p.parse_args(argv)
