@@ -11,7 +11,7 @@ import importlib
 import sys
 import time
 
-BENCHES = ["registry", "ipc", "serving", "training", "llm"]
+BENCHES = ["registry", "ipc", "serving", "metrics", "training", "llm", "llm_engine"]
 
 
 def main(argv: list[str] | None = None) -> int:

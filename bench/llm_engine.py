@@ -134,6 +134,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as tmp:
             results = measure(build("gpt2", Path(tmp) / "gpt2"))
     print(json.dumps(results, indent=2))
+    from bench.registry import write_json
+
+    write_json(Path(__file__).parent / "results" / "llm_engine.json", results)
     return results
 
 
