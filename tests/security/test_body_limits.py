@@ -252,6 +252,11 @@ def test_nul_characters_are_refused_in_management_input(http: httpx.Client) -> N
     files = {"file": ("d.onnx", double_onnx(), "application/octet-stream")}
     r = http.post("/api/v1/models/double/versions", files=files, data={"description": "a\x00"})
     assert r.status_code == 400 and "upload form" in r.json()["error"], r.text
+    csv = {"file": ("rows.csv", b"a\n1\n", "text/csv")}
+    for data in ({"name": "r", "description": "a\x00"}, {"name": "r", "tags": '{"k": "\\u0000"}'}):
+        r = http.post("/api/v1/datasets", files=csv, data=data)
+        assert r.status_code == 400 and "upload form" in r.json()["error"], r.text
+    assert http.get("/api/v1/datasets").json()["datasets"] == []
     # a backslash followed by the text "u0000" is fine
     r = http.patch("/api/v1/models/double", json={"description": "C:\\u0000"})
     assert r.status_code == 200 and r.json()["description"] == "C:\\u0000", r.text

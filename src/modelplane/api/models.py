@@ -11,7 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from modelplane.api.deps import actor, registry, tenant
 from modelplane.api.downloads import blob_response
-from modelplane.api.limits import NUL_MESSAGE, depth_message, too_deep
+from modelplane.api.limits import depth_message, too_deep
 from modelplane.api.upload import receive_upload
 from modelplane.errors import BadRequest, Forbidden, InvalidInput, NotFound
 from modelplane.registry.names import (
@@ -210,8 +210,6 @@ async def upload_version(name: str, request: Request, svc: Svc, t: Tenant, who: 
     await anyio.to_thread.run_sync(svc.store.get_model, t, name)
     form, writer, filename = await receive_upload(request, svc.new_writer, svc.settings, "artifact")
     try:
-        if "\x00" in filename or any("\x00" in v for v in form.values()):
-            raise BadRequest(NUL_MESSAGE.format(where="upload form"))
         fields: dict[str, Any] = {}
         if "metadata" in form:
             raw = form.pop("metadata")

@@ -16,6 +16,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
+from modelplane.api.limits import NUL_MESSAGE, has_nul
 from modelplane.errors import BadRequest, InvalidInput, PayloadTooLarge
 from modelplane.settings import Settings
 from modelplane.storage.blobs import BlobWriter
@@ -171,4 +172,8 @@ async def receive_upload(
         raise BadRequest("client disconnected during the upload") from exc
     if up.writer is None:
         raise InvalidInput(f"no {what}: send the file as a multipart part named 'file'")
+    # NUL (raw, or as \u0000 in a JSON field): PostgreSQL text cannot hold it (api.limits)
+    if has_nul(up.filename.encode()) or any(has_nul(v.encode()) for v in up.fields.values()):
+        up.writer.abort()
+        raise BadRequest(NUL_MESSAGE.format(where="upload form"))
     return up.fields, up.writer, up.filename
