@@ -30,6 +30,7 @@ from modelplane.api.limits import (
     size_message,
     too_deep,
 )
+from modelplane.monitoring.ticket import TICKET, Ticket
 from modelplane.registry.tables import DEFAULT_TENANT
 
 Headers = dict[bytes, bytes]
@@ -100,25 +101,30 @@ class FastPath:
             await self.instrument.management(self.app, scope, receive, send)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send, handler: Handler) -> None:
+        ticket = TICKET.get()  # metrics on: status and bytes are recorded on it
         headers: Headers = dict(scope["headers"])
         try:
             body = await self._body(receive, headers.get(b"content-length"))
         except BodyTooLarge:
-            await send_result(send, refusal(scope["path"], 413, size_message(self.max_body)))
+            refused = refusal(scope["path"], 413, size_message(self.max_body))
+            await send_result(send, _noted(ticket, refused))
             return
         except ClientGone:
             return
+        if ticket is not None:
+            ticket.bytes_in = len(body)
         if self.max_depth and too_deep(json_part(body, headers), self.max_depth):
-            await send_result(send, refusal(scope["path"], 400, depth_message(self.max_depth)))
+            refused = refusal(scope["path"], 400, depth_message(self.max_depth))
+            await send_result(send, _noted(ticket, refused))
             return
         tenant = scope.get("state", {}).get("tenant", DEFAULT_TENANT)
         result = await _unless_disconnected(handler(headers, body, tenant), receive)
         if result is None:
             return
         if isinstance(result, Streamed):
-            await _stream(result, receive, send)
+            await _stream(result, receive, send, ticket)
             return
-        status, out_headers, out = result
+        status, out_headers, out = _noted(ticket, result)
         await send(
             {
                 "type": "http.response.start",
@@ -146,14 +152,24 @@ class FastPath:
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def _stream(result: Streamed, receive: Receive, send: Send) -> None:
+def _noted(ticket: Ticket | None, result: Result) -> Result:
+    if ticket is not None:
+        ticket.status, ticket.bytes_out = result[0], len(result[2])
+    return result
+
+
+async def _stream(result: Streamed, receive: Receive, send: Send, ticket: Ticket | None) -> None:
     chunks = result.chunks
 
     async def pump() -> None:
         start = {"type": "http.response.start", "status": result.status}
         await send({**start, "headers": result.headers})
+        if ticket is not None:
+            ticket.status = result.status
         async for chunk in chunks:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if ticket is not None:
+                ticket.bytes_out += len(chunk)
         await send({"type": "http.response.body", "body": b""})
 
     try:

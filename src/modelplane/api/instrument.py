@@ -21,7 +21,6 @@ from modelplane.monitoring.usage import UsageMeter
 from modelplane.registry.tables import DEFAULT_TENANT
 
 Serve = Callable[[Scope, Receive, Send, Any], Awaitable[None]]
-CLIENT_GONE = 499  # nginx's code for "client closed the request before the answer"
 _REGISTRY_PREFIX = "/api/v1/models"
 
 
@@ -33,33 +32,13 @@ class Instrument:
     async def inference(
         self, serve: Serve, scope: Scope, receive: Receive, send: Send, handler: Any
     ) -> None:
-        """Run ``serve(scope, receive, send, handler)``, the fast path's answer to one call."""
+        """Run ``serve(scope, receive, send, handler)``, the fast path's answer to one call,
+        which records its status and byte counts on the ticket."""
         started = time.perf_counter()
         ticket = Ticket()
         token = TICKET.set(ticket)
-        status = CLIENT_GONE
-        bytes_in = bytes_out = 0
-
-        async def counted_receive() -> Message:
-            nonlocal bytes_in
-            message = await receive()
-            body = message.get("body")
-            if body:
-                bytes_in += len(body)
-            return message
-
-        async def watched_send(message: Message) -> None:
-            nonlocal status, bytes_out
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            else:
-                body = message.get("body")
-                if body:
-                    bytes_out += len(body)
-            await send(message)
-
         try:
-            await serve(scope, counted_receive, watched_send, handler)
+            await serve(scope, receive, send, handler)
         finally:
             TICKET.reset(token)
             elapsed = time.perf_counter() - started
@@ -67,8 +46,11 @@ class Instrument:
             tenant = state.get("tenant", DEFAULT_TENANT) if state else DEFAULT_TENANT
             name = ticket.deployment
             protocol = _protocol(scope["path"])
-            self.metrics.observe_request(protocol, tenant, name, ticket.version, status, elapsed)
+            self.metrics.observe_request(
+                protocol, tenant, name, ticket.version, ticket.status, elapsed
+            )
             if name:  # an unknown deployment is neither metered nor given a label of its own
+                bytes_in, bytes_out = ticket.bytes_in, ticket.bytes_out
                 self.metrics.observe_bytes(tenant, name, bytes_in, bytes_out)
                 if self.usage is not None:
                     self.usage.record(
