@@ -18,13 +18,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelplane.api.instrument import Instrument
 from modelplane.api.limits import (
+    BodyTooLarge,
+    ClientGone,
     depth_message,
     json_part,
+    read_body,
     refusal,
     send_result,
     size_message,
@@ -58,14 +60,6 @@ Handler = Callable[[Headers, bytes, str], Awaitable[Result | Streamed]]
 T = TypeVar("T")
 # A protocol module offers a matcher: (method, path) -> handler for that call, or None.
 Matcher = Callable[[str, str], Handler | None]
-
-
-class BodyTooLarge(Exception):
-    pass
-
-
-class ClientGone(Exception):
-    pass
 
 
 class FastPath:
@@ -104,7 +98,7 @@ class FastPath:
         ticket = TICKET.get()  # metrics on: status and bytes are recorded on it
         headers: Headers = dict(scope["headers"])
         try:
-            body = await self._body(receive, headers.get(b"content-length"))
+            body = await read_body(receive, headers.get(b"content-length"), self.max_body)
         except BodyTooLarge:
             refused = refusal(scope["path"], 413, size_message(self.max_body))
             await send_result(send, _noted(ticket, refused))
@@ -133,23 +127,6 @@ class FastPath:
             }
         )
         await send({"type": "http.response.body", "body": out})
-
-    async def _body(self, receive: Receive, declared: bytes | None) -> bytes:
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-            raise BodyTooLarge
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ClientGone
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                raise BodyTooLarge
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _noted(ticket: Ticket | None, result: Result) -> Result:
@@ -200,18 +177,3 @@ async def _unless_disconnected(work: Awaitable[T], receive: Receive) -> T | None
         raise
     finally:
         watcher.cancel()  # not awaited: the response goes out without another loop turn
-
-
-async def _respond(send: Send, status: int, doc: dict[str, Any]) -> None:
-    body = orjson.dumps(doc)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

@@ -131,8 +131,12 @@ def is_upload(method: str, path: str) -> bool:
     return len(parts) == 6 and parts[3] == "models" and parts[5] == "versions"
 
 
-class _Gone(Exception):
-    pass
+class BodyTooLarge(Exception):
+    """The request body was declared or streamed past its cap."""
+
+
+class ClientGone(Exception):
+    """The client disconnected before its body was in."""
 
 
 class BodyLimits:
@@ -167,16 +171,12 @@ class BodyLimits:
             return
         limit = self.max_infer_bytes if is_inference(path) else self.max_json_bytes
         headers = dict(scope["headers"])
-        declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            await send_result(send, refusal(path, 413, size_message(limit)))
-            return
         try:
-            body = await _read(receive, limit)
-        except _Gone:
-            return
-        if body is None:
+            body = await read_body(receive, headers.get(b"content-length"), limit)
+        except BodyTooLarge:
             await send_result(send, refusal(path, 413, size_message(limit)))
+            return
+        except ClientGone:
             return
         doc = json_part(body, headers)
         if self.max_depth and too_deep(doc, self.max_depth):
@@ -197,18 +197,23 @@ class BodyLimits:
         await self.app(scope, replay, send)
 
 
-async def _read(receive: Receive, limit: int) -> bytes | None:
-    """The whole body, or None once it grows past ``limit``."""
+async def read_body(receive: Receive, declared: bytes | None, limit: int) -> bytes:
+    """The whole request body (``declared``: its Content-Length header, if any).
+
+    Raises ``BodyTooLarge`` once it is declared or grows past ``limit`` and
+    ``ClientGone`` if the client disconnects first."""
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise _Gone
+            raise ClientGone
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            return None
+            raise BodyTooLarge
         chunks.append(chunk)
         if not message.get("more_body", False):
-            return b"".join(chunks)
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
