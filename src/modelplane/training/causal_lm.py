@@ -29,7 +29,6 @@ token) and ``baseline_perplexity`` (a unigram model of the training tokens).
 
 from __future__ import annotations
 
-import copy
 import math
 import tempfile
 import time
@@ -43,7 +42,7 @@ from torch import Tensor, nn
 from torch.nn import functional
 
 from modelplane.training.lm_data import IGNORE, Corpus, build_tokenizer, encode, end_id
-from modelplane.training.loop import STOP_REASONS, Callbacks
+from modelplane.training.loop import STOP_REASONS, Callbacks, stop_code, update_best
 from modelplane.training.optim import make_optimizer
 from modelplane.training.spec import DataSpec, Hyper, ModelSpec
 from modelplane.training.tokenizer import END_OF_TEXT, IM_END
@@ -230,15 +229,6 @@ def train_causal_lm(
         callbacks.log(f"resuming after epoch {epoch} (step {step})")
     started = time.monotonic() - elapsed
 
-    def stop_code(epoch_end: bool = False) -> int:
-        if callbacks.should_stop():
-            return 3
-        if hyper.max_runtime_seconds and time.monotonic() - started > hyper.max_runtime_seconds:
-            return 2
-        if epoch_end and hyper.early_stopping_patience:
-            return 1 if best["bad_epochs"] >= hyper.early_stopping_patience else 0
-        return 0
-
     code = 0
     while step < total_steps and not code:
         t0 = time.monotonic()
@@ -257,25 +247,20 @@ def train_causal_lm(
             scheduler.step()
             step += 1
             loss_total, token_total = loss_total + loss_sum.item(), token_total + n
-            if step >= total_steps or (code := stop_code()):
+            if step >= total_steps or (code := stop_code(hyper, callbacks, started, best)):
                 break
         if code:
             step = epoch_step  # an unfinished epoch is not counted, checkpointed or reported
             break
         epoch += 1
         metrics = evaluate_lm(lm, val_rows, pad)
-        if metrics["val_loss"] < best["loss"]:
-            best = {"loss": metrics["val_loss"], "epoch": epoch, "bad_epochs": 0, "model": None}
-            if hyper.early_stopping_patience:
-                best["model"] = copy.deepcopy(lm.state_dict())
-        else:
-            best["bad_epochs"] += 1
+        best = update_best(best, hyper, epoch, metrics["val_loss"], lm)
         record = {"epoch": float(epoch), "step": float(step),
                   "train_loss": loss_total / max(token_total, 1), **metrics}  # fmt: skip
         lr = optimizer.param_groups[0]["lr"]
         history.append({**record, "lr": lr, "seconds": time.monotonic() - t0})
         callbacks.progress(epoch, total_epochs, record)
-        code = stop_code(True)
+        code = stop_code(hyper, callbacks, started, best, True)
         if code or epoch % hyper.checkpoint_every == 0 or step >= total_steps:
             callbacks.checkpoint({
                 "format": CHECKPOINT_FORMAT, "kind": "causal_lm", "epoch": epoch, "step": step,

@@ -30,7 +30,6 @@ and ``classifier.json`` describing it; exporting ``model.onnx`` (what the
 
 from __future__ import annotations
 
-import copy
 import inspect
 import json
 import time
@@ -44,7 +43,7 @@ from torch import Tensor, nn
 from torch.nn import functional
 
 from modelplane.training.data import Table, _classes, _extract, _labels, _split, to_columns
-from modelplane.training.loop import STOP_REASONS, Callbacks
+from modelplane.training.loop import STOP_REASONS, Callbacks, stop_code, update_best
 from modelplane.training.metrics import f1_macro
 from modelplane.training.optim import l1_penalty, make_optimizer, make_scheduler
 from modelplane.training.spec import DataSpec, Hyper, ModelSpec, TrainSpec
@@ -193,15 +192,6 @@ def finetune(
         callbacks.log(f"resuming after epoch {epoch}")
     started = time.monotonic() - elapsed
 
-    def stop_code(epoch_end: bool = False) -> int:
-        if callbacks.should_stop():
-            return 3
-        if hyper.max_runtime_seconds and time.monotonic() - started > hyper.max_runtime_seconds:
-            return 2
-        if epoch_end and hyper.early_stopping_patience:
-            return 1 if best["bad_epochs"] >= hyper.early_stopping_patience else 0
-        return 0
-
     code = 0
     while epoch < hyper.epochs and not code:
         t0 = time.monotonic()
@@ -220,7 +210,7 @@ def finetune(
             nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
             optimizer.step()
             total += loss.item() * len(rows)
-            if code := stop_code():
+            if code := stop_code(hyper, callbacks, started, best):
                 break
         if code:
             break  # an unfinished epoch is not counted, checkpointed or reported
@@ -228,16 +218,11 @@ def finetune(
         scheduler.step()
         epoch += 1
         metrics = evaluate_texts(model, tokenizer, data.x_val, data.y_val, max_len)
-        if metrics["val_loss"] < best["loss"]:
-            best = {"loss": metrics["val_loss"], "epoch": epoch, "bad_epochs": 0, "model": None}
-            if hyper.early_stopping_patience:
-                best["model"] = copy.deepcopy(model.state_dict())
-        else:
-            best["bad_epochs"] += 1
+        best = update_best(best, hyper, epoch, metrics["val_loss"], model)
         record = {"epoch": float(epoch), "train_loss": total / max(data.n_train, 1), **metrics}
         history.append({**record, "lr": lr, "seconds": time.monotonic() - t0})
         callbacks.progress(epoch, hyper.epochs, record)
-        code = stop_code(True)
+        code = stop_code(hyper, callbacks, started, best, True)
         if code or epoch % hyper.checkpoint_every == 0 or epoch == hyper.epochs:
             # The callback serialises at once (weights are large: no defensive copy).
             callbacks.checkpoint({

@@ -33,10 +33,37 @@ from modelplane.training.data import Encoding, PreparedData
 from modelplane.training.metrics import Objective, baseline, evaluate
 from modelplane.training.models import build_model
 from modelplane.training.optim import l1_penalty, make_optimizer, make_scheduler
-from modelplane.training.spec import TrainSpec
+from modelplane.training.spec import Hyper, TrainSpec
 
 CHECK_EVERY = 32  # batches between cancel/runtime checks inside an epoch
 STOP_REASONS = ("completed", "early_stopping", "max_runtime", "cancelled")
+
+
+def stop_code(
+    hyper: Hyper, callbacks: Callbacks, started: float, best: dict[str, Any],
+    epoch_end: bool = False,
+) -> int:  # fmt: skip
+    """Why to stop now, as an index into STOP_REASONS (0: go on); early stopping is judged
+    only at an epoch's end."""
+    if callbacks.should_stop():
+        return 3
+    if hyper.max_runtime_seconds and time.monotonic() - started > hyper.max_runtime_seconds:
+        return 2
+    if epoch_end and hyper.early_stopping_patience:
+        return 1 if best["bad_epochs"] >= hyper.early_stopping_patience else 0
+    return 0
+
+
+def update_best(
+    best: dict[str, Any], hyper: Hyper, epoch: int, val_loss: float, net: nn.Module
+) -> dict[str, Any]:
+    """``best`` after an epoch: a new best (with its weights when early stopping may restore
+    them) or one more epoch without improvement."""
+    if val_loss < best["loss"]:
+        weights = copy.deepcopy(net.state_dict()) if hyper.early_stopping_patience else None
+        return {"loss": val_loss, "epoch": epoch, "bad_epochs": 0, "model": weights}
+    best["bad_epochs"] += 1
+    return best
 
 
 class Callbacks(Protocol):
@@ -169,15 +196,8 @@ def train(
         callbacks.log(f"resuming after epoch {epoch}")
     started = time.monotonic() - elapsed
 
-    def stop_code(epoch_end: bool = False) -> int:
-        code = 0
-        if callbacks.should_stop():
-            code = 3
-        elif hyper.max_runtime_seconds and time.monotonic() - started > hyper.max_runtime_seconds:
-            code = 2
-        elif epoch_end and hyper.early_stopping_patience:
-            code = 1 if best["bad_epochs"] >= hyper.early_stopping_patience else 0
-        return _agree(code, world)
+    def agreed_stop(epoch_end: bool = False) -> int:
+        return _agree(stop_code(hyper, callbacks, started, best, epoch_end), world)
 
     code = 0
     while epoch < hyper.epochs and not code:
@@ -185,7 +205,7 @@ def train(
         sampler.set_epoch(epoch)
         order = torch.tensor(list(sampler))
         train_loss, code = run_epoch(
-            model, objective, optimizer, x[order], y[order], batch_size, hyper.l1, stop_code
+            model, objective, optimizer, x[order], y[order], batch_size, hyper.l1, agreed_stop
         )
         if code:
             break  # an unfinished epoch is not counted, checkpointed or reported
@@ -193,16 +213,11 @@ def train(
         scheduler.step()
         epoch += 1
         metrics = evaluate(net, objective, data.x_val, data.y_val)
-        if metrics["val_loss"] < best["loss"]:
-            best = {"loss": metrics["val_loss"], "epoch": epoch, "bad_epochs": 0, "model": None}
-            if hyper.early_stopping_patience:
-                best["model"] = copy.deepcopy(net.state_dict())
-        else:
-            best["bad_epochs"] += 1
+        best = update_best(best, hyper, epoch, metrics["val_loss"], net)
         record = {"epoch": float(epoch), "train_loss": _mean(train_loss, world), **metrics}
         history.append({**record, "lr": lr, "seconds": time.monotonic() - t0})
         callbacks.progress(epoch, hyper.epochs, record)
-        code = stop_code(True)
+        code = agreed_stop(True)
         if code or epoch % hyper.checkpoint_every == 0 or epoch == hyper.epochs:
             state = {
                 "format": 1, "epoch": epoch, "model": net.state_dict(),
