@@ -77,40 +77,47 @@ class OpenAIError(ModelplaneError):
         self.status, self.param, self.code = status, param, code
 
 
-def _invalid(message: str, param: str | None = None) -> OpenAIError:
+def invalid(message: str, param: str | None = None) -> OpenAIError:
+    """A 400 in OpenAI's shape (``param`` names the field at fault)."""
     return OpenAIError(400, message, param, "invalid_value" if param else None)
+
+
+def request_doc(body: bytes) -> tuple[dict[str, Any], str]:
+    """(the JSON object, its ``model``) of an OpenAI request body; 400s in OpenAI's shape."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise invalid(f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise invalid("request body must be a JSON object")
+    model = doc.get("model")
+    if not isinstance(model, str) or not model:
+        raise invalid("'model' must be a non-empty string (the deployment name)", "model")
+    return doc, model
 
 
 def parse(body: bytes) -> tuple[str, list[str], str, int | None]:
     """(model, texts, encoding_format, dimensions) from a request body."""
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise _invalid(f"request body is not valid JSON: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise _invalid("request body must be a JSON object")
-    model = doc.get("model")
-    if not isinstance(model, str) or not model:
-        raise _invalid("'model' must be a non-empty string (the deployment name)", "model")
+    doc, model = request_doc(body)
     raw = doc.get("input")
     texts = [raw] if isinstance(raw, str) else raw
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-        raise _invalid(
+        raise invalid(
             "'input' must be a string or a list of strings (token arrays are not supported)",
             "input",
         )
     if not texts:
-        raise _invalid("'input' must not be empty", "input")
+        raise invalid("'input' must not be empty", "input")
     if len(texts) > MAX_INPUTS:
-        raise _invalid(f"'input' holds {len(texts)} items; at most {MAX_INPUTS} allowed", "input")
+        raise invalid(f"'input' holds {len(texts)} items; at most {MAX_INPUTS} allowed", "input")
     if any(not t for t in texts):
-        raise _invalid("'input' must not contain empty strings", "input")
+        raise invalid("'input' must not contain empty strings", "input")
     fmt = doc.get("encoding_format") or "float"
     if fmt not in ("float", "base64"):
-        raise _invalid("'encoding_format' must be 'float' or 'base64'", "encoding_format")
+        raise invalid("'encoding_format' must be 'float' or 'base64'", "encoding_format")
     dims = doc.get("dimensions")
     if dims is not None and (not isinstance(dims, int) or isinstance(dims, bool) or dims < 1):
-        raise _invalid("'dimensions' must be a positive integer", "dimensions")
+        raise invalid("'dimensions' must be a positive integer", "dimensions")
     return model, texts, fmt, dims
 
 
@@ -121,7 +128,7 @@ def embedding_names(name: str, sig: Signature) -> tuple[str, TensorSpec, str | N
     out = next((s for s in sig.outputs if s.name == "embedding"), None)
     out = out or (floats[0] if len(floats) == 1 else None)
     if len(sig.inputs) != 1 or len(strings) != 1 or out is None:
-        raise _invalid(f"model {name!r} is not an embedding model", "model")
+        raise invalid(f"model {name!r} is not an embedding model", "model")
     tokens = next((s.name for s in sig.outputs if s.name == "tokens"), None)
     return strings[0].name, out, tokens
 
@@ -141,7 +148,7 @@ async def embeddings(dp: DataPlane, tenant_id: str, body: bytes) -> Result:
         text_in, emb_spec, tok_out = embedding_names(model, dep.active.signature)
         emb_out, width = emb_spec.name, emb_spec.shape[-1]
         if dims is not None and width > 0 and dims != width:
-            raise _invalid(
+            raise invalid(
                 f"model {model!r} only makes {width}-dimensional embeddings", "dimensions"
             )
         outputs = [emb_out, tok_out] if tok_out else [emb_out]

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import orjson
 
-from modelplane.api.openai import OpenAIError
+from modelplane.api.openai import invalid, request_doc
 
 Kind = Literal["completion", "chat"]
 MAX_N = 32
@@ -25,10 +25,6 @@ MAX_STOP = 16
 MAX_LOGPROBS = 20
 COMPLETION_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
-
-
-def invalid(message: str, param: str | None = None) -> OpenAIError:
-    return OpenAIError(400, message, param, "invalid_value" if param else None)
 
 
 @dataclass
@@ -116,15 +112,7 @@ def _prompts(doc: dict[str, Any]) -> list[str]:
 
 
 def parse(kind: Kind, body: bytes) -> TextRequest:
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise invalid(f"request body is not valid JSON: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise invalid("request body must be a JSON object")
-    model = doc.get("model")
-    if not isinstance(model, str) or not model:
-        raise invalid("'model' must be a non-empty string (the deployment name)", "model")
+    doc, model = request_doc(body)
     for name in ("echo", "suffix"):
         if doc.get(name):
             raise invalid(f"'{name}' is not supported", name)
